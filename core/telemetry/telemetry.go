@@ -1,0 +1,37 @@
+// Package telemetry declares what the core reports about jobs, so the
+// OpenTelemetry adapter (or a test recorder) can export it.
+package telemetry
+
+import (
+	"time"
+
+	"github.com/weirstream/weir/core/job"
+)
+
+// JobMetrics is the aggregate of what a job's workers last reported.
+type JobMetrics struct {
+	RecordsIn, RecordsOut uint64
+	BytesIn, BytesOut     uint64
+	// RecordsInRate and RecordsOutRate are per second over the metrics window.
+	RecordsInRate, RecordsOutRate float64
+	// Backpressure is the worst of any subtask, 0 to 1.
+	Backpressure float64
+	// WatermarkLag is now minus the lowest subtask watermark (0 if none).
+	WatermarkLag time.Duration
+}
+
+// Recorder receives the job events worth exporting. Calls must not block.
+type Recorder interface {
+	Transition(id job.ID, from, to job.State, in time.Duration)
+	CheckpointFinished(id job.ID, epoch int64, took time.Duration, ok bool)
+	Restarted(id job.ID, restarts int)
+	Metrics(id job.ID, m JobMetrics)
+}
+
+// Nop discards everything.
+type Nop struct{}
+
+func (Nop) Transition(job.ID, job.State, job.State, time.Duration) {}
+func (Nop) CheckpointFinished(job.ID, int64, time.Duration, bool)  {}
+func (Nop) Restarted(job.ID, int)                                  {}
+func (Nop) Metrics(job.ID, JobMetrics)                             {}
