@@ -1,0 +1,369 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"unicode"
+
+	"github.com/weirstream/weir/core/job"
+)
+
+// ErrUnsupportedVersion marks an envelope of a protocol version this side
+// does not speak. The controller dead-letters such messages like malformed
+// ones, but its log line should say that a worker and the controller
+// disagree on the version rather than that a worker sent garbage.
+var ErrUnsupportedVersion = errors.New("unsupported protocol version")
+
+// FieldError says which part of an envelope is wrong and why. Field is a
+// path such as "events[3].epoch", empty when the envelope as a whole is at
+// fault (bad JSON, too large).
+type FieldError struct {
+	Field   string
+	Problem string
+	err     error
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Problem
+	}
+	return e.Field + ": " + e.Problem
+}
+
+// Unwrap exposes ErrUnsupportedVersion for a version mismatch.
+func (e *FieldError) Unwrap() error { return e.err }
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks everything Decode checks after parsing: the version, the
+// identity of the sender, and each metric and event against the rules of
+// its kind. It returns a *FieldError naming the first field at fault.
+func (e *Envelope) Validate() error {
+	if e == nil {
+		return fieldErr("", "envelope is missing")
+	}
+	switch {
+	case e.V == 0:
+		return fieldErr("v", "missing: set it to the protocol version, %d", Version)
+	case e.V != Version:
+		return &FieldError{
+			Field:   "v",
+			Problem: fmt.Sprintf("version %d is not supported: this side speaks version %d, so upgrade the controller or run workers that speak %d", e.V, Version, Version),
+			err:     ErrUnsupportedVersion,
+		}
+	}
+	if e.JobID == "" {
+		return fieldErr("job", "missing: name the job from the worker's start-up settings")
+	}
+	if err := e.JobID.Validate(); err != nil {
+		return fieldErr("job", "%v", err)
+	}
+	if e.RunID < 1 {
+		return fieldErr("run", "must be at least 1 (got %d): send the run id the worker was started for", e.RunID)
+	}
+	if err := checkName("worker", e.WorkerID, true); err != nil {
+		return err
+	}
+	if e.Seq == 0 {
+		return fieldErr("seq", "must be at least 1: number envelopes 1, 2, 3, … within a run")
+	}
+	if e.SentAt.IsZero() {
+		return fieldErr("sent_at", "missing: set it to the time of sending (RFC 3339)")
+	}
+	if y := e.SentAt.UTC().Year(); y < 0 || y > 9999 {
+		return fieldErr("sent_at", "year %d is out of range", y)
+	}
+	if e.Heartbeat == nil && len(e.Events) == 0 {
+		return fieldErr("heartbeat", "missing: an envelope without events must carry a heartbeat")
+	}
+	if e.Heartbeat != nil {
+		if err := e.Heartbeat.validate("heartbeat"); err != nil {
+			return err
+		}
+	}
+	if n := len(e.Events); n > MaxEvents {
+		return fieldErr("events", "%d events are more than the %d one envelope may carry: send the rest in the next envelope", n, MaxEvents)
+	}
+	for i := range e.Events {
+		if err := e.Events[i].validate(fmt.Sprintf("events[%d]", i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type subtaskKey struct {
+	op      string
+	subtask int
+}
+
+func (h *Heartbeat) validate(path string) error {
+	if n := len(h.Metrics); n > MaxMetrics {
+		return fieldErr(path+".metrics", "%d entries are more than the %d one heartbeat may carry", n, MaxMetrics)
+	}
+	var seen map[subtaskKey]int
+	if len(h.Metrics) > 1 {
+		seen = make(map[subtaskKey]int, len(h.Metrics))
+	}
+	for i := range h.Metrics {
+		p := fmt.Sprintf("%s.metrics[%d]", path, i)
+		m := &h.Metrics[i]
+		if err := m.validate(p); err != nil {
+			return err
+		}
+		if seen == nil {
+			continue
+		}
+		k := subtaskKey{m.Operator, m.Subtask}
+		if j, dup := seen[k]; dup {
+			return fieldErr(p, "repeats op %q subtask %d of metrics[%d]: report each subtask once", m.Operator, m.Subtask, j)
+		}
+		seen[k] = i
+	}
+	return nil
+}
+
+func (m *TaskMetrics) validate(path string) error {
+	if err := checkName(path+".op", m.Operator, true); err != nil {
+		return err
+	}
+	if err := checkSubtask(path, m.Subtask); err != nil {
+		return err
+	}
+	if math.IsNaN(m.Backpressure) || m.Backpressure < 0 || m.Backpressure > 1 {
+		return fieldErr(path+".backpressure", "must be a number from 0 to 1 (got %g)", m.Backpressure)
+	}
+	if m.WatermarkMs < 0 {
+		return fieldErr(path+".watermark_ms", "must not be negative (got %d): leave it out until the subtask has a watermark", m.WatermarkMs)
+	}
+	return nil
+}
+
+// Validate checks one event against the rules of its kind, as Encode and
+// Decode do for each event of an envelope.
+func (ev Event) Validate() error { return ev.validate("event") }
+
+// eventField is one optional field of Event, for the table of which kind
+// uses which.
+type eventField uint16
+
+const (
+	fOp eventField = 1 << iota
+	fEpoch
+	fSlots
+	fError
+	fDomain
+	fRetry
+	fPhase
+	fBytes
+	fMetadata
+)
+
+var eventFieldNames = []struct {
+	f    eventField
+	name string
+}{
+	{fOp, "op"}, {fEpoch, "epoch"}, {fSlots, "slots"}, {fError, "error"}, {fDomain, "domain"},
+	{fRetry, "retry"}, {fPhase, "phase"}, {fBytes, "bytes"}, {fMetadata, "metadata"},
+}
+
+// eventFields says which optional fields each kind may set. Anything else
+// set on an event is a worker bug worth hearing about, not something to
+// ignore silently.
+var eventFields = map[Kind]eventField{
+	WorkerRegistered:    fSlots,
+	TaskStarted:         fOp,
+	TaskFinished:        fOp,
+	TaskFailed:          fOp | fError | fDomain | fRetry,
+	CheckpointEvent:     fOp | fEpoch | fPhase,
+	CheckpointCompleted: fOp | fEpoch | fBytes | fMetadata,
+	CommitFinished:      fOp | fEpoch,
+	NonFatalError:       fOp | fError | fDomain,
+}
+
+func (ev *Event) setFields() eventField {
+	var s eventField
+	set := func(f eventField, ok bool) {
+		if ok {
+			s |= f
+		}
+	}
+	set(fOp, ev.Operator != "")
+	set(fEpoch, ev.Epoch != 0)
+	set(fSlots, ev.Slots != 0)
+	set(fError, ev.Error != "")
+	set(fDomain, ev.Domain != "")
+	set(fRetry, ev.Retry != "")
+	set(fPhase, ev.Phase != "")
+	set(fBytes, ev.Bytes != 0)
+	set(fMetadata, ev.Metadata != "")
+	return s
+}
+
+func (ev *Event) validate(path string) error {
+	if ev.Kind == "" {
+		return fieldErr(path+".kind", "missing: name the event kind (%s)", kindList())
+	}
+	allowed, known := eventFields[ev.Kind]
+	if !known {
+		return fieldErr(path+".kind", "%q is not an event kind of protocol v%d: use one of %s", ev.Kind, Version, kindList())
+	}
+	if extra := ev.setFields() &^ allowed; extra != 0 {
+		for _, fn := range eventFieldNames {
+			if extra&fn.f != 0 {
+				return fieldErr(path+"."+fn.name, "not used by %s events: leave it out", ev.Kind)
+			}
+		}
+	}
+	if err := checkSubtask(path, ev.Subtask); err != nil {
+		return err
+	}
+	if ev.Operator != "" {
+		if err := checkName(path+".op", ev.Operator, false); err != nil {
+			return err
+		}
+	}
+
+	switch ev.Kind {
+	case WorkerRegistered:
+		if ev.Subtask != 0 {
+			return fieldErr(path+".subtask", "must be 0 in worker_registered events (got %d)", ev.Subtask)
+		}
+		if ev.Slots < 1 || ev.Slots > MaxSlots {
+			return fieldErr(path+".slots", "must be from 1 to %d (got %d): say how many task slots the worker offers", MaxSlots, ev.Slots)
+		}
+	case TaskStarted, TaskFinished:
+		return requireOp(path, ev)
+	case TaskFailed:
+		if ev.Operator == "" && ev.Subtask != 0 {
+			return fieldErr(path+".op", "missing: a failure of subtask %d must name its operator", ev.Subtask)
+		}
+		if err := checkError(path, ev.Error); err != nil {
+			return err
+		}
+		if !validDomain(ev.Domain) {
+			return fieldErr(path+".domain", "%s: use user, internal or external", describe(string(ev.Domain)))
+		}
+		if ev.Retry != RetryNone && ev.Retry != RetryBackoff {
+			return fieldErr(path+".retry", "%s: use none (retrying cannot help) or backoff (restart after a back-off)", describe(string(ev.Retry)))
+		}
+	case CheckpointEvent:
+		if err := requireOpAndEpoch(path, ev); err != nil {
+			return err
+		}
+		if !validPhase(ev.Phase) {
+			return fieldErr(path+".phase", "%s: use one of %s", describe(string(ev.Phase)), phaseList())
+		}
+	case CheckpointCompleted:
+		if err := requireOpAndEpoch(path, ev); err != nil {
+			return err
+		}
+		if ev.Bytes < 0 {
+			return fieldErr(path+".bytes", "must not be negative (got %d)", ev.Bytes)
+		}
+		if n := len(ev.Metadata); n > MaxMetadataBytes {
+			return fieldErr(path+".metadata", "is %d bytes, more than %d: store the state elsewhere and send where it is", n, MaxMetadataBytes)
+		}
+	case CommitFinished:
+		return requireOpAndEpoch(path, ev)
+	case NonFatalError:
+		if ev.Operator == "" && ev.Subtask != 0 {
+			return fieldErr(path+".op", "missing: an error of subtask %d must name its operator", ev.Subtask)
+		}
+		if err := checkError(path, ev.Error); err != nil {
+			return err
+		}
+		if ev.Domain != "" && !validDomain(ev.Domain) {
+			return fieldErr(path+".domain", "%s: use user, internal or external, or leave it out", describe(string(ev.Domain)))
+		}
+	}
+	return nil
+}
+
+func requireOp(path string, ev *Event) error {
+	if ev.Operator == "" {
+		return fieldErr(path+".op", "missing: %s events name the operator of the subtask", ev.Kind)
+	}
+	return nil
+}
+
+func requireOpAndEpoch(path string, ev *Event) error {
+	if err := requireOp(path, ev); err != nil {
+		return err
+	}
+	if ev.Epoch < 1 {
+		return fieldErr(path+".epoch", "must be at least 1 (got %d)", ev.Epoch)
+	}
+	return nil
+}
+
+func checkError(path, msg string) error {
+	if msg == "" {
+		return fieldErr(path+".error", "missing: say what went wrong")
+	}
+	if len(msg) > MaxErrorBytes {
+		return fieldErr(path+".error", "is %d bytes, more than %d: send the first lines only", len(msg), MaxErrorBytes)
+	}
+	return nil
+}
+
+func checkSubtask(path string, subtask int) error {
+	if subtask < 0 || subtask >= job.MaxParallelism {
+		return fieldErr(path+".subtask", "must be from 0 to %d (got %d)", job.MaxParallelism-1, subtask)
+	}
+	return nil
+}
+
+// checkName checks an identifier that ends up in logs and records.
+func checkName(path, s string, required bool) error {
+	switch {
+	case s == "" && required:
+		return fieldErr(path, "missing")
+	case len(s) > MaxNameBytes:
+		return fieldErr(path, "is %d bytes, more than %d", len(s), MaxNameBytes)
+	case strings.IndexFunc(s, unicode.IsControl) >= 0:
+		return fieldErr(path, "%q contains control characters", s)
+	}
+	return nil
+}
+
+func validDomain(d job.ErrorDomain) bool {
+	return d == job.DomainUser || d == job.DomainInternal || d == job.DomainExternal
+}
+
+func validPhase(p Phase) bool {
+	for _, k := range Phases {
+		if p == k {
+			return true
+		}
+	}
+	return false
+}
+
+// describe names a value in an error: "missing" or the quoted value.
+func describe(v string) string {
+	if v == "" {
+		return "missing"
+	}
+	return fmt.Sprintf("%q is unknown", v)
+}
+
+func kindList() string {
+	names := make([]string, len(Kinds))
+	for i, k := range Kinds {
+		names[i] = string(k)
+	}
+	return strings.Join(names, ", ")
+}
+
+func phaseList() string {
+	names := make([]string, len(Phases))
+	for i, p := range Phases {
+		names[i] = string(p)
+	}
+	return strings.Join(names, ", ")
+}
