@@ -1,0 +1,119 @@
+package controller
+
+import (
+	"time"
+
+	"github.com/weirstream/weir/core/protocol"
+	"github.com/weirstream/weir/core/telemetry"
+)
+
+// taskMetrics is one subtask's last reported counters.
+type taskMetrics struct {
+	recordsIn, recordsOut uint64
+	bytesIn, bytesOut     uint64
+	backpressure          float64
+	watermarkMs           int64
+}
+
+// sample is the job's record totals at one aggregation, for rates.
+type sample struct {
+	at      time.Duration
+	in, out uint64
+}
+
+type metrics struct {
+	perTask     []taskMetrics
+	nextMetrics time.Duration
+	metricsDue  bool // no aggregation yet: the first Progress does one
+	// samples is a ring of the aggregations within the metrics window.
+	samples []sample
+	head    int // index of the oldest sample
+	size    int
+	last    telemetry.JobMetrics
+}
+
+func (c *JobController) initMetrics() {
+	c.perTask = make([]taskMetrics, len(c.tasks))
+	c.metricsDue = true
+	// One sample per interval across the window, plus both ends.
+	n := 2
+	if c.settings.MetricsInterval > 0 {
+		n += int(c.settings.MetricsWindow / c.settings.MetricsInterval)
+	}
+	c.samples = make([]sample, min(n, 4096))
+}
+
+func (c *JobController) applyMetrics(t int32, m *protocol.TaskMetrics) {
+	c.perTask[t] = taskMetrics{
+		recordsIn: m.RecordsIn, recordsOut: m.RecordsOut,
+		bytesIn: m.BytesIn, bytesOut: m.BytesOut,
+		backpressure: m.Backpressure, watermarkMs: m.WatermarkMs,
+	}
+}
+
+// Metrics is the job's last aggregated metrics.
+func (c *JobController) Metrics() telemetry.JobMetrics { return c.last }
+
+// metricsStep is Progress's sixth step: every MetricsInterval, aggregate the
+// subtasks' last reports and hand them to telemetry.
+func (c *JobController) metricsStep(now time.Duration) {
+	if !c.metricsDue && now < c.nextMetrics {
+		return
+	}
+	c.metricsDue = false
+	c.nextMetrics = now + c.settings.MetricsInterval
+	c.last = c.aggregate(now)
+	c.tel.Metrics(c.jobID, c.last)
+}
+
+func (c *JobController) aggregate(now time.Duration) telemetry.JobMetrics {
+	var m telemetry.JobMetrics
+	var lowWM int64
+	for i := range c.perTask {
+		t := &c.perTask[i]
+		m.RecordsIn += t.recordsIn
+		m.RecordsOut += t.recordsOut
+		m.BytesIn += t.bytesIn
+		m.BytesOut += t.bytesOut
+		m.Backpressure = max(m.Backpressure, t.backpressure)
+		if t.watermarkMs > 0 && (lowWM == 0 || t.watermarkMs < lowWM) {
+			lowWM = t.watermarkMs
+		}
+	}
+	m.Backpressure = min(max(m.Backpressure, 0), 1)
+	if lowWM > 0 {
+		m.WatermarkLag = max(c.clock.Now().Sub(time.UnixMilli(lowWM)), 0)
+	}
+
+	cur := sample{at: now, in: m.RecordsIn, out: m.RecordsOut}
+	c.pushSample(cur)
+	// The oldest sample still inside the window is the rate's base.
+	for c.size > 1 && now-c.samples[c.head].at > c.settings.MetricsWindow {
+		c.head = (c.head + 1) % len(c.samples)
+		c.size--
+	}
+	base := c.samples[c.head]
+	if secs := (cur.at - base.at).Seconds(); secs > 0 {
+		m.RecordsInRate = rate(base.in, cur.in, secs)
+		m.RecordsOutRate = rate(base.out, cur.out, secs)
+	}
+	return m
+}
+
+func (c *JobController) pushSample(s sample) {
+	if c.size == len(c.samples) {
+		c.head = (c.head + 1) % len(c.samples)
+		c.size--
+	}
+	c.samples[(c.head+c.size)%len(c.samples)] = s
+	c.size++
+}
+
+// rate is the per-second growth of a counter; a counter that went back
+// (a subtask that restarted its count) gives 0 rather than a negative rate.
+func rate(from, to uint64, secs float64) float64 {
+	if to < from {
+		return 0
+	}
+	return float64(to-from) / secs
+}

@@ -1,0 +1,104 @@
+package controller
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weirstream/weir/core/job"
+	"github.com/weirstream/weir/core/protocol"
+)
+
+func TestProgressWorkerTimeout(t *testing.T) {
+	h := newHarness(t, false, withSettings(func(s *Settings) { s.HeartbeatTimeout = 30 * time.Second }))
+	// Only w-0 registers; w-1 is the startup time-out's business.
+	h.send("w-0", protocol.Event{Kind: protocol.WorkerRegistered})
+	h.advance(30 * time.Second)
+	h.expectContinue() // silent for exactly the time-out: still alive
+
+	// The worker's own clock does not matter: liveness is the receipt time.
+	env := h.envelope("w-0", &protocol.Heartbeat{})
+	env.SentAt = t0.Add(-time.Hour)
+	if err := h.c.HandleMessage(env); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(29 * time.Second)
+	h.expectContinue()
+
+	h.advance(2 * time.Second)
+	_, err := h.c.Progress(h.ctx)
+	errorIs(t, err, ErrWorkerTimedOut)
+	if !strings.Contains(err.Error(), "w-0") || !strings.Contains(err.Error(), "31s") {
+		t.Errorf("error should name the worker and its silence: %v", err)
+	}
+	if err := h.c.CheckWorkers(); err == nil {
+		t.Error("CheckWorkers disagrees with Progress")
+	}
+}
+
+func TestProgressTaskFailed(t *testing.T) {
+	h := newHarness(t, false)
+	h.running()
+	h.expectContinue()
+	h.send("w-1", protocol.Event{Kind: protocol.TaskFailed, Operator: "map", Subtask: 1,
+		Error: "division by zero", Domain: job.DomainUser, Retry: protocol.RetryNone})
+	h.send("w-0", protocol.Event{Kind: protocol.TaskFailed, Operator: "map", Subtask: 0,
+		Error: "later failure", Domain: job.DomainExternal, Retry: protocol.RetryBackoff})
+	// A task failure wins over finished sources.
+	h.forEachTask(func(op string, s int) protocol.Event {
+		return protocol.Event{Kind: protocol.TaskFinished, Operator: op, Subtask: s}
+	}, "src")
+
+	p := h.progress()
+	want := TaskFailure{WorkerID: "w-1", Operator: "map", Subtask: 1, Message: "division by zero",
+		Domain: job.DomainUser, Retry: protocol.RetryNone}
+	if p.Kind != TaskFailed || p.Failure == nil || *p.Failure != want {
+		t.Fatalf("Progress = %v %+v, want the first failure %+v", p.Kind, p.Failure, want)
+	}
+	if f, ok := h.c.TaskFailure(); !ok || f != want {
+		t.Errorf("TaskFailure = %+v, %v", f, ok)
+	}
+	// A worker time-out wins over the task failure.
+	h.set.HeartbeatTimeout = time.Second
+	h.c.settings.HeartbeatTimeout = time.Second
+	h.advance(2 * time.Second)
+	_, err := h.c.Progress(h.ctx)
+	errorIs(t, err, ErrWorkerTimedOut)
+}
+
+func TestProgressTaskFailedDefaults(t *testing.T) {
+	h := newHarness(t, false)
+	h.send("w-0", protocol.Event{Kind: protocol.TaskFailed, Operator: "src", Subtask: 0, Error: "gone"})
+	p := h.progress()
+	if p.Kind != TaskFailed || p.Failure.Domain != job.DomainInternal || p.Failure.Retry != protocol.RetryBackoff {
+		t.Errorf("Progress = %v %+v, want an internal failure retried with back-off", p.Kind, p.Failure)
+	}
+}
+
+func TestProgressFinishing(t *testing.T) {
+	h := newHarness(t, false)
+	h.running()
+	h.send("w-0", protocol.Event{Kind: protocol.TaskFinished, Operator: "src", Subtask: 0})
+	h.expectContinue()
+	h.send("w-1", protocol.Event{Kind: protocol.TaskFinished, Operator: "src", Subtask: 1})
+	// The map and sink tasks still run; that does not matter.
+	if p := h.progress(); p.Kind != Finishing {
+		t.Errorf("Progress = %v, want finishing", p.Kind)
+	}
+	if h.c.AllTasksFinished() {
+		t.Error("AllTasksFinished while map and sink run")
+	}
+}
+
+func TestProgressKindStrings(t *testing.T) {
+	for k, want := range map[ProgressKind]string{Continue: "continue", Finishing: "finishing", TaskFailed: "task failed", 9: "ProgressKind(9)"} {
+		if k.String() != want {
+			t.Errorf("%d.String() = %q", int(k), k.String())
+		}
+	}
+	for k, want := range map[OutcomeKind]string{NoCheckpoint: "no checkpoint", InFlight: "in flight", Completed: "completed", Failed: "failed", 9: "OutcomeKind(9)"} {
+		if k.String() != want {
+			t.Errorf("%d.String() = %q", int(k), k.String())
+		}
+	}
+}
