@@ -53,7 +53,7 @@ func checkParameterDeclaration(name string, p cloudformation.Parameter) error {
 		return fmt.Errorf("parameter %s has no Type", name)
 	}
 	if p.AllowedPattern != nil {
-		if _, err := regexp.Compile(*p.AllowedPattern); err != nil {
+		if _, err := regexp.Compile(anchored(*p.AllowedPattern)); err != nil {
 			return fmt.Errorf("parameter %s: AllowedPattern %q is not a valid regular expression: %v", name, *p.AllowedPattern, err)
 		}
 	}
@@ -230,12 +230,18 @@ func checkString(p cloudformation.Parameter, raw string) string {
 	}
 	if p.AllowedPattern != nil {
 		// CloudFormation matches the whole value against the pattern.
-		re := regexp.MustCompile("^(?:" + *p.AllowedPattern + ")$")
+		re := regexp.MustCompile(anchored(*p.AllowedPattern))
 		if !re.MatchString(raw) {
 			return fmt.Sprintf("does not match the pattern %s", *p.AllowedPattern)
 		}
 	}
 	return checkAllowed(p, raw, false)
+}
+
+// anchored makes a pattern match whole values only, as CloudFormation's
+// AllowedPattern does.
+func anchored(pattern string) string {
+	return "^(?:" + pattern + ")$"
 }
 
 // checkAllowed checks AllowedValues; numbers compare by value, so 5 and

@@ -95,9 +95,9 @@ func newQueueSpec(stackName, logicalID string, props *cfn.Queue) (*queueSpec, er
 	return &queueSpec{name: name, fifo: fifo, attrs: attrs, tags: tags}, nil
 }
 
-// ensureQueue creates the queue, or finds the existing one, checks that it
-// is of the same kind (standard or FIFO, which cannot change) and sets the
-// template's attributes on it.
+// ensureQueue creates the queue, or finds the existing one and sets the
+// template's attributes on it. Whether a queue is FIFO cannot change, but
+// SQS ties it to the name (".fifo"), so a found queue is of the right kind.
 func ensureQueue(ctx context.Context, client *sqs.Client, logicalID string, spec *queueSpec) (Resource, error) {
 	res := Resource{LogicalID: logicalID, Type: TypeQueue, Name: spec.name}
 	url, err := queueURL(ctx, client, spec.name)
@@ -128,7 +128,7 @@ func ensureQueue(ctx context.Context, client *sqs.Client, logicalID string, spec
 
 	got, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       aws.String(url),
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn, types.QueueAttributeNameFifoQueue},
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
 	})
 	if err != nil {
 		return res, fmt.Errorf("read attributes of queue %s: %w", spec.name, err)
@@ -139,9 +139,6 @@ func ensureQueue(ctx context.Context, client *sqs.Client, logicalID string, spec
 	}
 	if res.Created {
 		return res, nil
-	}
-	if isFIFO := got.Attributes[string(types.QueueAttributeNameFifoQueue)] == "true"; isFIFO != spec.fifo {
-		return res, fmt.Errorf("%w: queue %s has FifoQueue=%t, the template wants %t; delete the queue (weir-resources delete) or use another stack name", ErrMismatch, spec.name, isFIFO, spec.fifo)
 	}
 	// Everything else about a queue can change in place, so an existing
 	// queue is brought in line with the template, as a stack update would.

@@ -483,6 +483,11 @@ func (s *scope) namedCondition(name string) (bool, error) {
 // condition evaluates a condition expression: Fn::Equals, Fn::And, Fn::Or,
 // Fn::Not, or {Condition: Name}.
 func (s *scope) condition(expr any, where string) (bool, error) {
+	// goformation's YAML reader drops the !Condition tag and leaves just the
+	// name; where a condition is expected, a bare string can only be that.
+	if name, ok := expr.(string); ok {
+		return s.namedCondition(name)
+	}
 	m, ok := expr.(map[string]any)
 	if !ok || len(m) != 1 {
 		return false, fmt.Errorf("%s: a condition must be Fn::Equals, Fn::And, Fn::Or, Fn::Not or {Condition: Name}, got %v", where, expr)
