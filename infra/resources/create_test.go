@@ -432,4 +432,3 @@ func TestLookupFindsWhatCreateMadeAndDeleteRemovesIt(t *testing.T) {
 		t.Errorf("second Delete: %v", err)
 	}
 }
-
