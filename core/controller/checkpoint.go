@@ -196,7 +196,7 @@ func (c *JobController) StartCheckpoint(ctx context.Context, thenStop bool) erro
 	c.cmds.JobID, c.cmds.RunID = c.jobID, c.runID
 	c.cmds.Checkpoint = &job.CheckpointCommand{Epoch: epoch, MinEpoch: c.minEpoch, ThenStop: thenStop}
 	c.cmdsDirty = true
-	c.log.Info("checkpoint started", "epoch", epoch, "min_epoch", c.minEpoch, "then_stop", thenStop)
+	c.log.Debug("checkpoint started", "epoch", epoch, "min_epoch", c.minEpoch, "then_stop", thenStop)
 	if err := c.flushCommands(ctx); err != nil {
 		// The epoch exists and is in flight; AdvanceCheckpoint (or a retry
 		// of this call) writes the command again.

@@ -269,7 +269,10 @@ func (c *JobController) Start(ctx context.Context) error {
 // Stop asks the run's workers to stop in the given mode, keeping the rest
 // of the command record. Safe to retry.
 func (c *JobController) Stop(ctx context.Context, mode job.StopMode) error {
-	if !mode.Valid() || !mode.Requested() {
+	if !mode.Valid() {
+		return fmt.Errorf("stop mode %q is unknown: use checkpoint, graceful, immediate or force", mode)
+	}
+	if !mode.Requested() {
 		return fmt.Errorf("stop mode %q does not stop anything: use checkpoint, graceful, immediate or force", mode)
 	}
 	c.cmds.JobID, c.cmds.RunID = c.jobID, c.runID

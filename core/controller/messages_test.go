@@ -26,8 +26,13 @@ func TestStartAndStopCommands(t *testing.T) {
 	if got.Stop == nil || got.Stop.Mode != job.StopGraceful || got.Start == nil || got.Version <= cmd.Version {
 		t.Errorf("after Stop: %+v", got)
 	}
-	if err := h.c.Stop(h.ctx, job.StopNone); err == nil {
-		t.Error("Stop(none) was accepted")
+	for _, mode := range []job.StopMode{job.StopNone, "", "pause"} {
+		if err := h.c.Stop(h.ctx, mode); err == nil {
+			t.Errorf("Stop(%q) was accepted", mode)
+		}
+	}
+	if h.commands().Version != got.Version {
+		t.Error("a refused Stop wrote the record")
 	}
 }
 
