@@ -1,0 +1,56 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/weirstream/weir/core/job"
+)
+
+// Finishing waits, after every source finished, for the rest of the
+// pipeline to drain and finish — bounded by the finishing time-out.
+type Finishing struct {
+	base
+	deadline time.Time
+}
+
+func (*Finishing) Name() job.State { return job.Finishing }
+
+func (f *Finishing) Enter(_ context.Context, c *Context) (Transition, error) {
+	f.deadline = c.Now().Add(c.Settings.FinishingTimeout)
+	return stay()
+}
+
+func (f *Finishing) Tick(ctx context.Context, c *Context) (Transition, error) {
+	ctl := c.Controller
+	if err := ctl.CheckWorkers(); err != nil {
+		return Transition{}, err
+	}
+	if fl, ok := ctl.TaskFailure(); ok {
+		return taskFailed(fl)
+	}
+	if ctl.AllTasksFinished() {
+		if err := c.teardown(ctx); err != nil {
+			return Transition{}, err
+		}
+		return to(&Finished{}, "every task finished")
+	}
+	if c.Now().After(f.deadline) {
+		return Transition{}, Recover(job.DomainInternal, fmt.Errorf(
+			"sources finished but not every task finished within %s", c.Settings.FinishingTimeout))
+	}
+	return stay()
+}
+
+func (f *Finishing) Config(_ context.Context, _ *Context, cfg job.Config) (Transition, error) {
+	if cfg.Stop.Requested() {
+		mode := cfg.Stop
+		if mode == job.StopCheckpoint {
+			// The sources are done: draining is the checkpoint's equivalent.
+			mode = job.StopGraceful
+		}
+		return to(&Stopping{Mode: mode}, "stop requested while finishing")
+	}
+	return stay()
+}

@@ -1,0 +1,366 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/weirstream/weir/core/job"
+	"github.com/weirstream/weir/core/protocol"
+)
+
+// ErrLostOwnership is returned by the Machine once a write showed that
+// another controller owns the job (a newer fence, or a status it did not
+// write). The Machine acts no more; its owner should drop it.
+var ErrLostOwnership = errors.New("lost ownership of the job")
+
+// Machine drives one job through its states. It is not safe for concurrent
+// use: one goroutine (the Runner) feeds it config versions, worker messages
+// and ticks.
+type Machine struct {
+	c   *Context
+	cur State
+
+	// pending is a transition decided but not yet persisted.
+	pending *Transition
+	// entering: the current state's Enter has not yet succeeded.
+	entering bool
+	// failures counts consecutive failed steps of the current state;
+	// retryAt is when the next attempt may run.
+	failures int
+	retryAt  time.Time
+	lastErr  error
+	lost     error
+}
+
+// NewMachine prepares a machine for a job whose config and status (zero
+// Version if none was ever stored) were just read. Start must be called
+// before anything else.
+func NewMachine(d Deps, cfg job.Config, st job.Status) *Machine {
+	if st.JobID == "" {
+		st.JobID = cfg.JobID
+	}
+	if st.State == "" {
+		st.State = job.Created
+	}
+	log := d.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Context{Deps: d, Config: cfg, Status: st, log: log.With("job", string(cfg.JobID))}
+	return &Machine{c: c}
+}
+
+// State is the name of the current state.
+func (m *Machine) State() job.State { return m.c.Status.State }
+
+// Status is the job's status as last persisted or about to be.
+func (m *Machine) Status() job.Status { return m.c.Status }
+
+// Context exposes the job's context (for tests and the Runner).
+func (m *Machine) Context() *Context { return m.c }
+
+// AtRest reports whether the job sits in a terminal state with nothing left
+// to do and has acted on the given config version.
+func (m *Machine) AtRest() bool {
+	return m.c.Status.State.Terminal() && m.pending == nil && !m.entering &&
+		m.c.Status.ConfigVersion >= m.c.Config.Version
+}
+
+// Start takes the job over: it resumes the stored state (a run that was
+// active under an earlier controller is rescheduled, since its in-memory
+// bookkeeping is gone), persists the status under this controller's fence
+// and reacts to a config version the job has not acted on.
+func (m *Machine) Start(ctx context.Context) error {
+	stored := m.c.Status.State
+	m.cur = resume(m.c)
+	m.c.EnteredAt = m.c.Now()
+	if m.cur.Name() != stored {
+		m.c.log.Info("resuming job", "stored_state", stored, "state", m.cur.Name())
+		if m.cur.Name() == job.Scheduling {
+			newRun(&m.c.Status, m.c.Now())
+		}
+	}
+	m.c.Status.State = m.cur.Name()
+	m.c.Status.TransitionedAt = m.c.Now()
+	// Claim the job under this fence before acting on it.
+	if err := m.persist(ctx); err != nil {
+		return m.lostOr(err)
+	}
+	m.entering = true
+	m.step(ctx, func() (Transition, error) { return m.enter(ctx) }, true)
+	if m.lost != nil {
+		return m.lost
+	}
+	return m.Config(ctx, m.c.Config)
+}
+
+// resume picks the state to continue in after a controller (re)start.
+func resume(c *Context) State {
+	switch c.Status.State {
+	case job.Created:
+		return &Created{}
+	case job.Stopping, job.CheckpointStopping:
+		mode := c.Config.Stop
+		if mode != job.StopForce {
+			mode = job.StopImmediate
+		}
+		return &Stopping{Mode: mode}
+	case job.Failing:
+		f := job.Failure{Message: "failed under an earlier controller", Domain: job.DomainInternal}
+		if c.Status.Failure != nil {
+			f = *c.Status.Failure
+		}
+		return &Failing{Failure: f}
+	case job.Failed:
+		return &Failed{}
+	case job.Stopped:
+		return &Stopped{}
+	case job.Finished:
+		return &Finished{}
+	default:
+		// Scheduling, Running, Finishing, Rescaling, Restarting, Recovering:
+		// the workers' run is unknown to this controller; start a new one.
+		return &Scheduling{}
+	}
+}
+
+// Config reacts to a config version the job has not acted on.
+func (m *Machine) Config(ctx context.Context, cfg job.Config) error {
+	if m.lost != nil {
+		return m.lost
+	}
+	if cfg.Version < m.c.Config.Version {
+		return nil
+	}
+	m.c.Config = cfg
+	if cfg.Version <= m.c.Status.ConfigVersion {
+		return nil
+	}
+	m.c.Status.ConfigVersion = cfg.Version
+	m.c.MarkDirty()
+	m.c.log.Info("config version seen", "version", cfg.Version, "state", m.cur.Name(), "stop", cfg.Stop)
+	if m.pending != nil || m.entering {
+		// The next attempt of Enter sees the new config; a pending move is
+		// completed first and the new state reads the config.
+		m.flush(ctx)
+		return m.lost
+	}
+	m.step(ctx, func() (Transition, error) { return m.cur.Config(ctx, m.c, cfg) }, false)
+	return m.lost
+}
+
+// Message hands a worker envelope to the current state. Envelopes of other
+// runs are dropped here: they can never affect the current run.
+func (m *Machine) Message(ctx context.Context, env *protocol.Envelope) error {
+	if m.lost != nil {
+		return m.lost
+	}
+	if env.RunID != m.c.Status.RunID || m.entering || m.pending != nil {
+		return nil
+	}
+	m.step(ctx, func() (Transition, error) { return m.cur.Message(ctx, m.c, env) }, false)
+	return m.lost
+}
+
+// Tick runs the current state's periodic work, or the pending retry once
+// its back-off has passed.
+func (m *Machine) Tick(ctx context.Context) error {
+	if m.lost != nil {
+		return m.lost
+	}
+	if m.c.Now().Before(m.retryAt) {
+		return nil
+	}
+	switch {
+	case m.pending != nil:
+		tr := *m.pending
+		m.pending = nil
+		m.move(ctx, tr)
+	case m.entering:
+		m.step(ctx, func() (Transition, error) { return m.enter(ctx) }, true)
+	default:
+		m.step(ctx, func() (Transition, error) { return m.cur.Tick(ctx, m.c) }, true)
+	}
+	return m.lost
+}
+
+func (m *Machine) enter(ctx context.Context) (Transition, error) {
+	tr, err := m.cur.Enter(ctx, m.c)
+	if err == nil {
+		m.entering = false
+	}
+	return tr, err
+}
+
+// step runs one handler and deals with its outcome. Only a periodic or
+// entry step that succeeds ends a run of failures: a worker message
+// handled in between says nothing about the step being retried.
+func (m *Machine) step(ctx context.Context, f func() (Transition, error), retried bool) {
+	tr, err := f()
+	if err != nil {
+		m.fail(ctx, err)
+		return
+	}
+	if retried {
+		m.failures, m.lastErr = 0, nil
+	}
+	if tr.Next != nil {
+		m.move(ctx, tr)
+		return
+	}
+	m.flush(ctx)
+}
+
+// flush persists the status if a handler changed it.
+func (m *Machine) flush(ctx context.Context) {
+	if !m.c.dirty {
+		return
+	}
+	if err := m.persist(ctx); err != nil {
+		if classify(err) == classLostOwnership {
+			m.fail(ctx, err)
+			return
+		}
+		m.retryPersist(err)
+	}
+}
+
+// retryPersist backs off after a failed status write. It never escalates:
+// with the store unreachable there is nothing better to do than to keep
+// the decided state and try again. The status stays dirty.
+func (m *Machine) retryPersist(err error) {
+	m.failures++
+	m.lastErr = err
+	wait := Backoff(m.failures, m.c.Settings.BackoffInitial, m.c.Settings.BackoffMax, m.c.Rand)
+	m.retryAt = m.c.Now().Add(wait)
+	m.c.log.Warn("status write failed; retrying", "state", m.c.Status.State, "attempt", m.failures, "retry_in", wait, "err", err)
+}
+
+// fail classifies a handler's error and retries, escalates or gives up.
+func (m *Machine) fail(ctx context.Context, err error) {
+	switch classify(err) {
+	case classLostOwnership:
+		m.lost = m.lostOr(err)
+		m.c.log.Warn("stopped acting for job: another controller owns it", "err", err)
+		m.c.closeController()
+	case classFatal:
+		m.move(ctx, Transition{Next: &Failing{Failure: failureOf(err)}, Reason: err.Error()})
+	case classRecover:
+		m.recoverFrom(ctx, err)
+	default:
+		m.failures++
+		m.lastErr = err
+		limit := m.c.Settings.RetryLimit
+		if l, ok := m.cur.(interface{ retryLimit(Deps) int }); ok {
+			limit = l.retryLimit(m.c.Deps)
+		}
+		if m.failures >= limit {
+			m.c.log.Error("retries exhausted", "state", m.cur.Name(), "attempts", m.failures, "err", err)
+			m.escalate(ctx, fmt.Errorf("%s failed %d times in a row: %w", m.cur.Name(), m.failures, err))
+			return
+		}
+		wait := Backoff(m.failures, m.c.Settings.BackoffInitial, m.c.Settings.BackoffMax, m.c.Rand)
+		m.retryAt = m.c.Now().Add(wait)
+		m.c.log.Warn("step failed; retrying in place", "state", m.cur.Name(), "attempt", m.failures, "retry_in", wait, "err", err)
+	}
+}
+
+// escalate leaves a state whose retries are exhausted: to Recovering, or
+// to Failing where the state says so (stop paths must not restart a job).
+func (m *Machine) escalate(ctx context.Context, err error) {
+	if e, ok := m.cur.(interface{ escalation(error) State }); ok {
+		m.move(ctx, Transition{Next: e.escalation(err), Reason: err.Error()})
+		return
+	}
+	m.recoverFrom(ctx, err)
+}
+
+func (m *Machine) recoverFrom(ctx context.Context, err error) {
+	if _, err := findEdge(m.cur.Name(), job.Recovering); err != nil {
+		m.escalateFatal(ctx, err)
+		return
+	}
+	m.move(ctx, Transition{Next: &Recovering{Cause: err}, Reason: err.Error()})
+}
+
+func (m *Machine) escalateFatal(ctx context.Context, err error) {
+	f := failureOf(err)
+	if m.cur.Name() == job.Failing {
+		m.c.log.Error("failing job hit an error", "err", err)
+		return
+	}
+	m.move(ctx, Transition{Next: &Failing{Failure: f}, Reason: f.Message})
+}
+
+// move performs a transition and every immediate one that follows from
+// entering the new state. Each is persisted before the next state runs.
+func (m *Machine) move(ctx context.Context, tr Transition) {
+	for tr.Next != nil && m.lost == nil {
+		from, next := m.cur.Name(), tr.Next.Name()
+		e, err := findEdge(from, next)
+		if err != nil {
+			// A bug in a state: never act on an undeclared edge.
+			m.c.log.Error("illegal transition refused", "from", from, "to", next, "reason", tr.Reason)
+			if next != job.Failing && from != job.Failing {
+				tr = Transition{Next: &Failing{Failure: job.Failure{Message: "internal error: " + err.Error(), Domain: job.DomainInternal}}, Reason: err.Error()}
+				continue
+			}
+			return
+		}
+		now := m.c.Now()
+		prev := m.c.Status
+		if e.effect != nil {
+			e.effect(&m.c.Status, now)
+		}
+		m.c.Status.State = next
+		m.c.Status.TransitionedAt = now
+		if err := m.persist(ctx); err != nil {
+			m.c.Status = prev
+			if classify(err) == classLostOwnership {
+				m.fail(ctx, err)
+				return
+			}
+			m.pending = &tr
+			m.retryPersist(err)
+			return
+		}
+		in := now.Sub(m.c.EnteredAt)
+		m.c.log.Info("state transition", "from", from, "to", next, "reason", tr.Reason,
+			"in_state", in.String(), "run_id", m.c.Status.RunID, "restarts", m.c.Status.Restarts)
+		m.c.Telemetry.Transition(m.c.Status.JobID, from, next, in)
+		if next == job.Recovering {
+			m.c.Telemetry.Restarted(m.c.Status.JobID, m.c.Status.Restarts)
+		}
+		m.cur, m.c.EnteredAt = tr.Next, now
+		m.failures, m.lastErr, m.retryAt = 0, nil, time.Time{}
+		m.entering = true
+		var eerr error
+		tr, eerr = m.enter(ctx)
+		if eerr != nil {
+			m.fail(ctx, eerr)
+			return
+		}
+	}
+	m.flush(ctx)
+}
+
+// persist writes the status under this controller's fence.
+func (m *Machine) persist(ctx context.Context) error {
+	st, err := m.c.Store.PutStatus(ctx, m.c.Fence, m.c.Status)
+	if err != nil {
+		return fmt.Errorf("persist status of job %s: %w", m.c.Status.JobID, err)
+	}
+	m.c.Status = st
+	m.c.dirty = false
+	return nil
+}
+
+func (m *Machine) lostOr(err error) error {
+	if classify(err) == classLostOwnership {
+		return fmt.Errorf("%w: %w", ErrLostOwnership, err)
+	}
+	return err
+}

@@ -1,0 +1,155 @@
+package state
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weirstream/weir/core/job"
+	"github.com/weirstream/weir/core/protocol"
+)
+
+// runnerHarness drives a Runner in its own goroutine. Messages go through
+// an unbuffered channel, so when a send returns the runner has finished
+// the step before it (including any overdue tick).
+type runnerHarness struct {
+	*harness
+	r      *Runner
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startRunner(t *testing.T, cfg job.Config) *runnerHarness {
+	h := newHarness(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	rh := &runnerHarness{harness: h, cancel: cancel, done: make(chan error, 1)}
+	rh.r = NewRunner(h.m, nil)
+	go func() { rh.done <- rh.r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-rh.done; err != nil {
+			t.Errorf("runner: %v", err)
+		}
+	})
+	return rh
+}
+
+// deliver hands one envelope to the runner and waits until it is handled.
+func (rh *runnerHarness) deliver(env *protocol.Envelope) {
+	rh.t.Helper()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	if err := rh.r.Message(context.Background(), Inbound{Env: env, Done: wg.Done}); err != nil {
+		rh.t.Fatal(err)
+	}
+	wg.Wait()
+}
+
+// sync waits until the runner has taken everything sent so far: a
+// duplicate heartbeat is a no-op message that needs a full loop pass.
+func (rh *runnerHarness) sync() {
+	rh.t.Helper()
+	env := rh.envelope("w-0")
+	env.RunID = -1 // another run: handled and dropped
+	rh.deliver(env)
+	rh.deliver(env)
+}
+
+func TestRunnerTickHoldsUnderMessageFlood(t *testing.T) {
+	cfg := testConfig()
+	cfg.TTL = 20 * time.Second
+	rh := startRunner(t, cfg)
+	rh.sync()
+	// Bring the job up through the runner.
+	for w := range rh.byWorker() {
+		rh.deliver(rh.envelope(w, protocol.Event{Kind: protocol.WorkerRegistered, Slots: 1}))
+	}
+	for w, as := range rh.byWorker() {
+		var evs []protocol.Event
+		for _, a := range as {
+			evs = append(evs, protocol.Event{Kind: protocol.TaskStarted, Operator: a.OperatorID, Subtask: a.Subtask})
+		}
+		rh.deliver(rh.envelope(w, evs...))
+	}
+	rh.clk.Advance(200 * time.Millisecond)
+	rh.sync()
+	if got := rh.r.State(); got != job.Running {
+		t.Fatalf("state = %s, want Running", got)
+	}
+	ticksBefore := rh.r.Ticks()
+	start := rh.clk.Now()
+	// A heartbeat every 2 ms for 19.9 s: ten thousand messages, and the
+	// ticker channel is never read (the fake clock fires it, but the
+	// runner is busy with messages whenever it looks).
+	for rh.clk.Now().Sub(start) < 19900*time.Millisecond {
+		rh.clk.Advance(2 * time.Millisecond)
+		rh.deliver(rh.envelope("w-0"))
+		rh.deliver(rh.envelope("w-1"))
+	}
+	elapsed := rh.clk.Now().Sub(start)
+	ticks := rh.r.Ticks() - ticksBefore
+	want := int(elapsed / (200 * time.Millisecond))
+	if ticks < want-1 {
+		t.Fatalf("%d ticks in %s of message flood, want about %d: the flood delayed the tick", ticks, elapsed, want)
+	}
+	if got := rh.r.State(); got != job.Running {
+		t.Fatalf("state = %s before the TTL, want Running", got)
+	}
+	// The TTL (20 s after start) fires on the first tick past it, flood or not.
+	for i := 0; i < 200; i++ {
+		rh.clk.Advance(2 * time.Millisecond)
+		rh.deliver(rh.envelope("w-0"))
+	}
+	if got := rh.r.State(); got != job.Stopping {
+		t.Fatalf("state = %s 0.4 s past the TTL under a flood, want Stopping", got)
+	}
+}
+
+func TestRunnerDetectsSilentWorkerUnderFlood(t *testing.T) {
+	rh := startRunner(t, testConfig())
+	rh.sync()
+	for w := range rh.byWorker() {
+		rh.deliver(rh.envelope(w, protocol.Event{Kind: protocol.WorkerRegistered, Slots: 1}))
+	}
+	for w, as := range rh.byWorker() {
+		var evs []protocol.Event
+		for _, a := range as {
+			evs = append(evs, protocol.Event{Kind: protocol.TaskStarted, Operator: a.OperatorID, Subtask: a.Subtask})
+		}
+		rh.deliver(rh.envelope(w, evs...))
+	}
+	rh.clk.Advance(200 * time.Millisecond)
+	rh.sync()
+	// w-0 floods, w-1 falls silent.
+	timeout := rh.deps.Settings.HeartbeatTimeout
+	start := rh.clk.Now()
+	for rh.clk.Now().Sub(start) < timeout+300*time.Millisecond {
+		rh.clk.Advance(5 * time.Millisecond)
+		rh.deliver(rh.envelope("w-0"))
+	}
+	if got := rh.r.State(); got != job.Recovering {
+		t.Fatalf("state = %s %s after w-1 fell silent, want Recovering", got, rh.clk.Now().Sub(start))
+	}
+}
+
+func TestRunnerParksAJobAtRest(t *testing.T) {
+	cfg := testConfig()
+	cfg.Stop = job.StopImmediate
+	h := newHarness(t, cfg)
+	parked := make(chan int64, 1)
+	r := NewRunner(h.m, func(_ context.Context, id job.ID, v int64) error {
+		parked <- v
+		return h.store.Park(context.Background(), id, v)
+	})
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-parked; v != 1 {
+		t.Fatalf("parked at config version %d, want 1", v)
+	}
+	refs, _ := h.store.ActiveJobs(context.Background())
+	if len(refs) != 0 {
+		t.Fatalf("active jobs after parking: %v", refs)
+	}
+}
