@@ -194,8 +194,14 @@ func (h *harness) commands() job.Commands {
 
 func (h *harness) envelope(worker string, events ...protocol.Event) *protocol.Envelope {
 	h.seq[worker]++
+	// The run id as workers learn it: from the command record (reading
+	// the machine would race with a Runner driving it).
+	run := int64(0)
+	if c, err := h.store.GetCommands(h.ctx, "orders"); err == nil {
+		run = c.RunID
+	}
 	return &protocol.Envelope{
-		V: protocol.Version, JobID: "orders", RunID: h.m.Status().RunID, WorkerID: worker,
+		V: protocol.Version, JobID: "orders", RunID: run, WorkerID: worker,
 		Seq: h.seq[worker], SentAt: h.clk.Now(), Heartbeat: &protocol.Heartbeat{}, Events: events,
 	}
 }
@@ -373,4 +379,3 @@ func failureMessage(st job.Status) string {
 	}
 	return fmt.Sprintf("%s (%s)", st.Failure.Message, st.Failure.Domain)
 }
-
