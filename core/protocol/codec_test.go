@@ -50,7 +50,7 @@ func TestRoundTrip(t *testing.T) {
 		},
 		"events only": {
 			V: 1, JobID: "j", RunID: 1, WorkerID: "w", Seq: 1, SentAt: sentAt,
-			Events: []Event{{Kind: TaskFailed, Error: "cannot load program", Domain: "user", Retry: RetryNone}},
+			Events: []Event{{Kind: TaskFailed, Operator: "source", Subtask: 3, Error: "cannot load program", Domain: "user", Retry: RetryNone}},
 		},
 	}
 	for name, env := range cases {
@@ -190,7 +190,7 @@ func rejections() []rejection {
 		{"failure unknown domain", eventAt(6, func(ev *Event) { ev.Domain = "network" }), "events[6].domain", `"network" is unknown`},
 		{"failure without retry hint", eventAt(6, func(ev *Event) { ev.Retry = "" }), "events[6].retry", "missing"},
 		{"failure unknown retry hint", eventAt(6, func(ev *Event) { ev.Retry = "later" }), "events[6].retry", `"later" is unknown`},
-		{"failure of a subtask without op", eventAt(6, func(ev *Event) { ev.Operator = "" }), "events[6].op", "name its operator"},
+		{"failure without op", eventAt(6, func(ev *Event) { ev.Operator = "" }), "events[6].op", "missing"},
 		{"failure with slots", eventAt(6, func(ev *Event) { ev.Slots = 1 }), "events[6].slots", "not used by task_failed"},
 	}
 }

@@ -239,8 +239,8 @@ func (ev *Event) validate(path string) error {
 	case TaskStarted, TaskFinished:
 		return requireOp(path, ev)
 	case TaskFailed:
-		if ev.Operator == "" && ev.Subtask != 0 {
-			return fieldErr(path+".op", "missing: a failure of subtask %d must name its operator", ev.Subtask)
+		if err := requireOp(path, ev); err != nil {
+			return err
 		}
 		if err := checkError(path, ev.Error); err != nil {
 			return err
