@@ -169,6 +169,14 @@ func ensureTable(ctx context.Context, client *dynamodb.Client, logicalID string,
 	if err != nil {
 		return res, err
 	}
+	if desc != nil && desc.TableStatus == types.TableStatusDeleting {
+		// A delete-then-create (on AWS deletes take seconds): let the old
+		// table go, then make a fresh one.
+		if err := waitTableGone(ctx, client, spec.name); err != nil {
+			return res, err
+		}
+		desc = nil
+	}
 	if desc == nil {
 		in, err := spec.createInput()
 		if err != nil {
@@ -372,6 +380,10 @@ func deleteTable(ctx context.Context, client *dynamodb.Client, name string) erro
 	if err != nil {
 		return fmt.Errorf("delete table %s: %w", name, err)
 	}
+	return waitTableGone(ctx, client, name)
+}
+
+func waitTableGone(ctx context.Context, client *dynamodb.Client, name string) error {
 	waiter := dynamodb.NewTableNotExistsWaiter(client, func(o *dynamodb.TableNotExistsWaiterOptions) {
 		o.MinDelay = time.Second
 		o.MaxDelay = 10 * time.Second
