@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -401,5 +402,16 @@ func TestStackNameIsChecked(t *testing.T) {
 		if _, _, err := resolveAll(t, tmpl, Options{StackName: name}); err == nil || !strings.Contains(err.Error(), "stack name") {
 			t.Errorf("stack name %q: err = %v, want a stack name error", name, err)
 		}
+	}
+}
+
+// goformation's YAML reader writes package-level state on every parse;
+// tests in other packages load the template from parallel tests.
+func TestParseIsSafeConcurrently(t *testing.T) {
+	for i := range 4 {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			t.Parallel()
+			load(t, "intrinsics.yaml")
+		})
 	}
 }
