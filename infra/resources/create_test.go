@@ -417,6 +417,12 @@ func TestLookupFindsWhatCreateMadeAndDeleteRemovesIt(t *testing.T) {
 	if got, want := found.Env(), created.Env(); len(got) != 4 || !maps.Equal(got, want) {
 		t.Errorf("Lookup env = %v, want %v", got, want)
 	}
+	for _, c := range created.Resources {
+		f, ok := found.Resource(c.LogicalID)
+		if !ok || f.Name != c.Name || f.URL != c.URL || f.ARN != c.ARN {
+			t.Errorf("Lookup found %+v for %s, Create made %+v", f, c.LogicalID, c)
+		}
+	}
 	if err := found.Delete(ctx, c.ddb, c.sqs); err != nil {
 		t.Fatal(err)
 	}

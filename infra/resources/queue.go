@@ -126,22 +126,14 @@ func ensureQueue(ctx context.Context, client *sqs.Client, logicalID string, spec
 	}
 	res.URL = url
 
-	got, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-		QueueUrl:       aws.String(url),
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
-	})
-	if err != nil {
-		return res, fmt.Errorf("read attributes of queue %s: %w", spec.name, err)
-	}
-	res.ARN = got.Attributes[string(types.QueueAttributeNameQueueArn)]
-	if res.ARN == "" {
-		return res, fmt.Errorf("queue %s reports no QueueArn", spec.name)
+	if res.ARN, err = queueARN(ctx, client, url); err != nil {
+		return res, err
 	}
 	if res.Created {
 		return res, nil
 	}
-	// Everything else about a queue can change in place, so an existing
-	// queue is brought in line with the template, as a stack update would.
+	// Every attribute but FifoQueue can change in place, so an existing queue
+	// is brought in line with the template, as a stack update would.
 	set := make(map[string]string, len(spec.attrs))
 	for k, v := range spec.attrs {
 		if k != string(types.QueueAttributeNameFifoQueue) {
@@ -167,6 +159,21 @@ func queueURL(ctx context.Context, client *sqs.Client, name string) (string, err
 		return "", fmt.Errorf("look up queue %s: %w", name, err)
 	}
 	return aws.ToString(out.QueueUrl), nil
+}
+
+func queueARN(ctx context.Context, client *sqs.Client, url string) (string, error) {
+	out, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl:       aws.String(url),
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
+	})
+	if err != nil {
+		return "", fmt.Errorf("read the ARN of queue %s: %w", url, err)
+	}
+	arn := out.Attributes[string(types.QueueAttributeNameQueueArn)]
+	if arn == "" {
+		return "", fmt.Errorf("queue %s reports no QueueArn", url)
+	}
+	return arn, nil
 }
 
 // deleteQueue deletes the queue; a missing queue is not an error.

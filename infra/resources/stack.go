@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	cfndynamodb "github.com/awslabs/goformation/v7/cloudformation/dynamodb"
@@ -167,7 +168,7 @@ func (t *Template) Create(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Cli
 func (t *Template) Lookup(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Client, opts Options) (*Stack, error) {
 	region := ddb.Options().Region
 	fake := placeholder(region)
-	var missing = map[string]bool{}
+	missing := map[string]bool{}
 	found, err := t.walk(opts, region, func(id string, spec any) (Resource, error) {
 		switch s := spec.(type) {
 		case *tableSpec:
@@ -177,7 +178,7 @@ func (t *Template) Lookup(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Cli
 				r, _ := fake(id, spec)
 				return r, err
 			}
-			return Resource{LogicalID: id, Type: TypeTable, Name: s.name, ARN: deref(desc.TableArn), StreamARN: deref(desc.LatestStreamArn)}, nil
+			return Resource{LogicalID: id, Type: TypeTable, Name: s.name, ARN: aws.ToString(desc.TableArn), StreamARN: aws.ToString(desc.LatestStreamArn)}, nil
 		case *queueSpec:
 			url, err := queueURL(ctx, sq, s.name)
 			if err != nil || url == "" {
@@ -186,9 +187,11 @@ func (t *Template) Lookup(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Cli
 				r, _ := fake(id, spec)
 				return r, err
 			}
-			r, _ := fake(id, spec)
-			r.URL = url
-			return r, nil
+			arn, err := queueARN(ctx, sq, url)
+			if err != nil {
+				return Resource{}, err
+			}
+			return Resource{LogicalID: id, Type: TypeQueue, Name: s.name, URL: url, ARN: arn}, nil
 		}
 		return Resource{}, fmt.Errorf("unexpected spec %T", spec)
 	})
@@ -202,13 +205,6 @@ func (t *Template) Lookup(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Cli
 		}
 	}
 	return st, nil
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 // placeholder stands in for AWS in the dry run: it makes up the URL and
