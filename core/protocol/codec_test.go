@@ -81,34 +81,6 @@ func TestDecodeNormalizes(t *testing.T) {
 	}
 }
 
-func TestDecodeWireExample(t *testing.T) {
-	// The heartbeat example of docs/protocol.md, byte for byte.
-	body := `{
-  "v": 1,
-  "job": "orders-enrich",
-  "run": 3,
-  "worker": "w-0",
-  "seq": 118,
-  "sent_at": "2026-03-01T12:00:05.012Z",
-  "heartbeat": {
-    "metrics": [
-      {"op": "source", "subtask": 0, "records_in": 120400, "records_out": 120400,
-       "bytes_in": 9632000, "bytes_out": 8400000, "backpressure": 0.02,
-       "watermark_ms": 1772366400000},
-      {"op": "enrich", "subtask": 0, "records_in": 120400, "records_out": 118900,
-       "bytes_in": 8400000, "bytes_out": 9100000, "backpressure": 0.4}
-    ]
-  }
-}`
-	env, err := Decode([]byte(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if env.Seq != 118 || len(env.Heartbeat.Metrics) != 2 || env.Heartbeat.Metrics[1].Backpressure != 0.4 {
-		t.Fatalf("decoded %+v", env)
-	}
-}
-
 // rejection is one envelope Decode must refuse, and the field it must name.
 type rejection struct {
 	name    string
