@@ -272,7 +272,7 @@ func (s *tableSpec) matches(desc *types.TableDescription) error {
 		}
 	}
 	if len(diffs) > 0 {
-		return fmt.Errorf("%w: table %s: %s; delete the table (weir-resources delete) or use another stack name", ErrMismatch, s.name, strings.Join(diffs, "; "))
+		return fmt.Errorf("%w: table %s: %s; delete the table or use another stack name", ErrMismatch, s.name, strings.Join(diffs, "; "))
 	}
 	return nil
 }
