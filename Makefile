@@ -4,12 +4,13 @@
 #                      against the local AWS emulator, which it starts and stops
 #   make emulator-up   start the local AWS emulator (moto) on 127.0.0.1:4566
 #   make emulator-down stop it
-#   make lint          gofmt, vet and staticcheck only
+#   make lint          gofmt, vet, staticcheck and cfn-lint of template.yaml
 
 SHELL := /bin/bash
 GO ?= go
 EMULATOR_PORT ?= 4566
 EMULATOR := localstack/emulator.sh
+CFN_LINT := .venv/emulator/bin/cfn-lint
 
 # The SDK reads these; they point everything at the emulator.
 export AWS_ENDPOINT_URL ?= http://127.0.0.1:$(EMULATOR_PORT)
@@ -17,7 +18,7 @@ export AWS_REGION ?= us-east-1
 export AWS_ACCESS_KEY_ID ?= test
 export AWS_SECRET_ACCESS_KEY ?= test
 
-.PHONY: test lint fmt-check vet staticcheck unit emulator-up emulator-down bench
+.PHONY: test lint fmt-check vet staticcheck template-lint unit emulator-up emulator-down bench
 
 test: lint
 	@$(EMULATOR) up
@@ -25,7 +26,7 @@ test: lint
 	WEIR_INTEGRATION=1 $(GO) test -race -count=1 ./... || status=$$?; \
 	$(EMULATOR) down; exit $$status
 
-lint: fmt-check vet staticcheck
+lint: fmt-check vet staticcheck template-lint
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.venv/*')); \
@@ -36,6 +37,12 @@ vet:
 
 staticcheck:
 	$(GO) tool staticcheck ./...
+
+# template-lint checks template.yaml (SAM transform included) with the
+# pinned cfn-lint, offline.
+template-lint:
+	@$(EMULATOR) install
+	$(CFN_LINT) template.yaml
 
 # unit runs the tests that need no emulator.
 unit:
