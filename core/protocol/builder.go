@@ -94,8 +94,8 @@ func (b *Builder) Add(now time.Time, ev Event) error {
 // replacing what was set for it since the last Flush. Metrics are not kept
 // across flushes: set them for every running subtask before each one.
 func (b *Builder) SetMetrics(m TaskMetrics) error {
-	if err := m.validate("metrics"); err != nil {
-		return err
+	if err := m.validate(); err != nil {
+		return within("metrics", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

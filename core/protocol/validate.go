@@ -81,19 +81,35 @@ func (e *Envelope) Validate() error {
 		return fieldErr("heartbeat", "missing: an envelope without events must carry a heartbeat")
 	}
 	if e.Heartbeat != nil {
-		if err := e.Heartbeat.validate("heartbeat"); err != nil {
-			return err
+		if err := e.Heartbeat.validate(); err != nil {
+			return within("heartbeat", err)
 		}
 	}
 	if n := len(e.Events); n > MaxEvents {
 		return fieldErr("events", "%d events are more than the %d one envelope may carry: send the rest in the next envelope", n, MaxEvents)
 	}
 	for i := range e.Events {
-		if err := e.Events[i].validate(fmt.Sprintf("events[%d]", i)); err != nil {
-			return err
+		if err := e.Events[i].validate(); err != nil {
+			return within(fmt.Sprintf("events[%d]", i), err)
 		}
 	}
 	return nil
+}
+
+// within puts a part's error under the part's path: the checks of metrics
+// and events name fields relative to themselves, so that no path is built
+// unless something is wrong.
+func within(path string, err error) error {
+	fe, ok := err.(*FieldError)
+	if !ok {
+		return err
+	}
+	if fe.Field == "" {
+		fe.Field = path
+	} else {
+		fe.Field = path + "." + fe.Field
+	}
+	return fe
 }
 
 type subtaskKey struct {
@@ -101,51 +117,66 @@ type subtaskKey struct {
 	subtask int
 }
 
-func (h *Heartbeat) validate(path string) error {
+func (h *Heartbeat) validate() error {
 	if n := len(h.Metrics); n > MaxMetrics {
-		return fieldErr(path+".metrics", "%d entries are more than the %d one heartbeat may carry", n, MaxMetrics)
-	}
-	var seen map[subtaskKey]int
-	if len(h.Metrics) > 1 {
-		seen = make(map[subtaskKey]int, len(h.Metrics))
+		return fieldErr("metrics", "%d entries are more than the %d one heartbeat may carry", n, MaxMetrics)
 	}
 	for i := range h.Metrics {
-		p := fmt.Sprintf("%s.metrics[%d]", path, i)
-		m := &h.Metrics[i]
-		if err := m.validate(p); err != nil {
-			return err
+		if err := h.Metrics[i].validate(); err != nil {
+			return within(fmt.Sprintf("metrics[%d]", i), err)
 		}
-		if seen == nil {
-			continue
-		}
-		k := subtaskKey{m.Operator, m.Subtask}
-		if j, dup := seen[k]; dup {
-			return fieldErr(p, "repeats op %q subtask %d of metrics[%d]: report each subtask once", m.Operator, m.Subtask, j)
-		}
-		seen[k] = i
+	}
+	if i, j, dup := repeatedSubtask(h.Metrics); dup {
+		m := &h.Metrics[j]
+		return fieldErr(fmt.Sprintf("metrics[%d]", j), "repeats op %q subtask %d of metrics[%d]: report each subtask once", m.Operator, m.Subtask, i)
 	}
 	return nil
 }
 
-func (m *TaskMetrics) validate(path string) error {
-	if err := checkName(path+".op", m.Operator, true); err != nil {
+// repeatedSubtask finds the first entry j that reports the same subtask as
+// an earlier entry i. Heartbeats are usually small, and comparing pairs
+// then costs less than a map.
+func repeatedSubtask(ms []TaskMetrics) (i, j int, dup bool) {
+	if len(ms) <= 32 {
+		for j := range ms {
+			for i := range j {
+				if ms[i].Subtask == ms[j].Subtask && ms[i].Operator == ms[j].Operator {
+					return i, j, true
+				}
+			}
+		}
+		return 0, 0, false
+	}
+	seen := make(map[subtaskKey]int, len(ms))
+	for j := range ms {
+		k := subtaskKey{ms[j].Operator, ms[j].Subtask}
+		if i, ok := seen[k]; ok {
+			return i, j, true
+		}
+		seen[k] = j
+	}
+	return 0, 0, false
+}
+
+func (m *TaskMetrics) validate() error {
+	if err := checkName("op", m.Operator, true); err != nil {
 		return err
 	}
-	if err := checkSubtask(path, m.Subtask); err != nil {
+	if err := checkSubtask(m.Subtask); err != nil {
 		return err
 	}
 	if math.IsNaN(m.Backpressure) || m.Backpressure < 0 || m.Backpressure > 1 {
-		return fieldErr(path+".backpressure", "must be a number from 0 to 1 (got %g)", m.Backpressure)
+		return fieldErr("backpressure", "must be a number from 0 to 1 (got %g)", m.Backpressure)
 	}
 	if m.WatermarkMs < 0 {
-		return fieldErr(path+".watermark_ms", "must not be negative (got %d): leave it out until the subtask has a watermark", m.WatermarkMs)
+		return fieldErr("watermark_ms", "must not be negative (got %d): leave it out until the subtask has a watermark", m.WatermarkMs)
 	}
 	return nil
 }
 
 // Validate checks one event against the rules of its kind, as Encode and
 // Decode do for each event of an envelope.
-func (ev Event) Validate() error { return ev.validate("event") }
+func (ev Event) Validate() error { return within("event", ev.validate()) }
 
 // eventField is one optional field of Event, for the table of which kind
 // uses which.
@@ -204,26 +235,26 @@ func (ev *Event) setFields() eventField {
 	return s
 }
 
-func (ev *Event) validate(path string) error {
+func (ev *Event) validate() error {
 	if ev.Kind == "" {
-		return fieldErr(path+".kind", "missing: name the event kind (%s)", kindList())
+		return fieldErr("kind", "missing: name the event kind (%s)", kindList())
 	}
 	allowed, known := eventFields[ev.Kind]
 	if !known {
-		return fieldErr(path+".kind", "%q is not an event kind of protocol v%d: use one of %s", ev.Kind, Version, kindList())
+		return fieldErr("kind", "%q is not an event kind of protocol v%d: use one of %s", ev.Kind, Version, kindList())
 	}
 	if extra := ev.setFields() &^ allowed; extra != 0 {
 		for _, fn := range eventFieldNames {
 			if extra&fn.f != 0 {
-				return fieldErr(path+"."+fn.name, "not used by %s events: leave it out", ev.Kind)
+				return fieldErr(fn.name, "not used by %s events: leave it out", ev.Kind)
 			}
 		}
 	}
-	if err := checkSubtask(path, ev.Subtask); err != nil {
+	if err := checkSubtask(ev.Subtask); err != nil {
 		return err
 	}
 	if ev.Operator != "" {
-		if err := checkName(path+".op", ev.Operator, false); err != nil {
+		if err := checkName("op", ev.Operator, false); err != nil {
 			return err
 		}
 	}
@@ -231,89 +262,89 @@ func (ev *Event) validate(path string) error {
 	switch ev.Kind {
 	case WorkerRegistered:
 		if ev.Subtask != 0 {
-			return fieldErr(path+".subtask", "must be 0 in worker_registered events (got %d)", ev.Subtask)
+			return fieldErr("subtask", "must be 0 in worker_registered events (got %d)", ev.Subtask)
 		}
 		if ev.Slots < 1 || ev.Slots > MaxSlots {
-			return fieldErr(path+".slots", "must be from 1 to %d (got %d): say how many task slots the worker offers", MaxSlots, ev.Slots)
+			return fieldErr("slots", "must be from 1 to %d (got %d): say how many task slots the worker offers", MaxSlots, ev.Slots)
 		}
 	case TaskStarted, TaskFinished:
-		return requireOp(path, ev)
+		return requireOp(ev)
 	case TaskFailed:
-		if err := requireOp(path, ev); err != nil {
+		if err := requireOp(ev); err != nil {
 			return err
 		}
-		if err := checkError(path, ev.Error); err != nil {
+		if err := checkError(ev.Error); err != nil {
 			return err
 		}
 		if !validDomain(ev.Domain) {
-			return fieldErr(path+".domain", "%s: use user, internal or external", describe(string(ev.Domain)))
+			return fieldErr("domain", "%s: use user, internal or external", describe(string(ev.Domain)))
 		}
 		if ev.Retry != RetryNone && ev.Retry != RetryBackoff {
-			return fieldErr(path+".retry", "%s: use none (retrying cannot help) or backoff (restart after a back-off)", describe(string(ev.Retry)))
+			return fieldErr("retry", "%s: use none (retrying cannot help) or backoff (restart after a back-off)", describe(string(ev.Retry)))
 		}
 	case CheckpointEvent:
-		if err := requireOpAndEpoch(path, ev); err != nil {
+		if err := requireOpAndEpoch(ev); err != nil {
 			return err
 		}
 		if !validPhase(ev.Phase) {
-			return fieldErr(path+".phase", "%s: use one of %s", describe(string(ev.Phase)), phaseList())
+			return fieldErr("phase", "%s: use one of %s", describe(string(ev.Phase)), phaseList())
 		}
 	case CheckpointCompleted:
-		if err := requireOpAndEpoch(path, ev); err != nil {
+		if err := requireOpAndEpoch(ev); err != nil {
 			return err
 		}
 		if ev.Bytes < 0 {
-			return fieldErr(path+".bytes", "must not be negative (got %d)", ev.Bytes)
+			return fieldErr("bytes", "must not be negative (got %d)", ev.Bytes)
 		}
 		if n := len(ev.Metadata); n > MaxMetadataBytes {
-			return fieldErr(path+".metadata", "is %d bytes, more than %d: store the state elsewhere and send where it is", n, MaxMetadataBytes)
+			return fieldErr("metadata", "is %d bytes, more than %d: store the state elsewhere and send where it is", n, MaxMetadataBytes)
 		}
 	case CommitFinished:
-		return requireOpAndEpoch(path, ev)
+		return requireOpAndEpoch(ev)
 	case NonFatalError:
 		if ev.Operator == "" && ev.Subtask != 0 {
-			return fieldErr(path+".op", "missing: an error of subtask %d must name its operator", ev.Subtask)
+			return fieldErr("op", "missing: an error of subtask %d must name its operator", ev.Subtask)
 		}
-		if err := checkError(path, ev.Error); err != nil {
+		if err := checkError(ev.Error); err != nil {
 			return err
 		}
 		if ev.Domain != "" && !validDomain(ev.Domain) {
-			return fieldErr(path+".domain", "%s: use user, internal or external, or leave it out", describe(string(ev.Domain)))
+			return fieldErr("domain", "%s: use user, internal or external, or leave it out", describe(string(ev.Domain)))
 		}
 	}
 	return nil
 }
 
-func requireOp(path string, ev *Event) error {
+func requireOp(ev *Event) error {
 	if ev.Operator == "" {
-		return fieldErr(path+".op", "missing: %s events name the operator of the subtask", ev.Kind)
+		return fieldErr("op", "missing: %s events name the operator of the subtask", ev.Kind)
 	}
 	return nil
 }
 
-func requireOpAndEpoch(path string, ev *Event) error {
-	if err := requireOp(path, ev); err != nil {
+func requireOpAndEpoch(ev *Event) error {
+	if err := requireOp(ev); err != nil {
 		return err
 	}
 	if ev.Epoch < 1 {
-		return fieldErr(path+".epoch", "must be at least 1 (got %d)", ev.Epoch)
+		return fieldErr("epoch", "must be at least 1 (got %d)", ev.Epoch)
 	}
 	return nil
 }
 
-func checkError(path, msg string) error {
+func checkError(msg string) error {
 	if msg == "" {
-		return fieldErr(path+".error", "missing: say what went wrong")
+		return fieldErr("error", "missing: say what went wrong")
 	}
 	if len(msg) > MaxErrorBytes {
-		return fieldErr(path+".error", "is %d bytes, more than %d: send the first lines only", len(msg), MaxErrorBytes)
+		return fieldErr("error", "is %d bytes, more than %d: send the first lines only", len(msg), MaxErrorBytes)
 	}
 	return nil
 }
 
-func checkSubtask(path string, subtask int) error {
+func checkSubtask(subtask int) error {
 	if subtask < 0 || subtask >= job.MaxParallelism {
-		return fieldErr(path+".subtask", "must be from 0 to %d (got %d)", job.MaxParallelism-1, subtask)
+		return fieldErr("subtask", "must be from 0 to %d (got %d)", job.MaxParallelism-1, subtask)
 	}
 	return nil
 }
