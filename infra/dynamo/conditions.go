@@ -1,0 +1,94 @@
+package dynamo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/weirstream/weir/core/store"
+)
+
+// fenceOK holds when no controller with a higher fence wrote the item.
+func fenceOK(f store.Fence) expression.ConditionBuilder {
+	return expression.Or(
+		expression.AttributeNotExists(expression.Name(attrFence)),
+		expression.Name(attrFence).LessThanEqual(expression.Value(int64(f))),
+	)
+}
+
+// versionIs holds when the stored version is the one the writer read; 0
+// means the record must not exist yet.
+func versionIs(v int64) expression.ConditionBuilder {
+	if v == 0 {
+		return expression.AttributeNotExists(expression.Name(attrVersion))
+	}
+	return expression.Name(attrVersion).Equal(expression.Value(v))
+}
+
+// stored is what a failed condition says of the item as it was: the
+// numbers the conditions compare. A missing attribute reads as 0.
+type stored struct {
+	exists   bool
+	version  int64
+	fence    int64
+	maxEpoch int64
+}
+
+func storedOf(item map[string]types.AttributeValue) stored {
+	s := stored{exists: len(item) > 0}
+	s.version, _ = numberAttr(item, attrVersion)
+	s.fence, _ = numberAttr(item, attrFence)
+	s.maxEpoch, _ = numberAttr(item, attrMaxEpoch)
+	return s
+}
+
+// conditionFailure returns the stored item of a failed single-item
+// condition (nil when the item did not exist) and whether err is one.
+func conditionFailure(err error) (map[string]types.AttributeValue, bool) {
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return ccf.Item, true
+	}
+	return nil, false
+}
+
+// cancellation returns the reasons of a cancelled transaction.
+func cancellation(err error) ([]types.CancellationReason, bool) {
+	var tce *types.TransactionCanceledException
+	if errors.As(err, &tce) {
+		return tce.CancellationReasons, true
+	}
+	return nil, false
+}
+
+func conditionFailed(r types.CancellationReason) bool {
+	return aws.ToString(r.Code) == "ConditionalCheckFailed"
+}
+
+// storedAfterFailure returns what a failed condition reported of the item.
+// DynamoDB and the emulators that support ALL_OLD send it with the error
+// (no read is charged); when an endpoint sends nothing, a strongly
+// consistent read stands in, so the error is still classified correctly.
+func (s *Store) storedAfterFailure(ctx context.Context, k map[string]types.AttributeValue, returned map[string]types.AttributeValue) (stored, error) {
+	if returned != nil {
+		return storedOf(returned), nil
+	}
+	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      &s.table,
+		Key:            k,
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return stored{}, fmt.Errorf("read the item after a failed condition: %w", err)
+	}
+	return storedOf(out.Item), nil
+}
+
+func fencedError(what string, f store.Fence, st stored) error {
+	return fmt.Errorf("%s was written under fence %d, this controller holds fence %d (%w): stop acting and let the new leader work", what, st.fence, f, store.ErrFenced)
+}

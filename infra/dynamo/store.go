@@ -1,0 +1,687 @@
+package dynamo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/weirstream/weir/core/job"
+	"github.com/weirstream/weir/core/store"
+)
+
+// Store is store.Store on the Jobs table. It is safe for concurrent use.
+type Store struct {
+	db    *dynamodb.Client
+	table string
+}
+
+var _ store.Store = (*Store)(nil)
+
+// NewStore returns a store on the named Jobs table (WEIR_JOBS_TABLE). Build
+// db with NewClient so throttling is retried patiently.
+func NewStore(db *dynamodb.Client, table string) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("dynamo store: the DynamoDB client is nil: build one with dynamo.NewClient")
+	}
+	if table == "" {
+		return nil, errors.New("dynamo store: the jobs table name is empty: set WEIR_JOBS_TABLE to the stack's JobsTableName output")
+	}
+	return &Store{db: db, table: table}, nil
+}
+
+// Table is the name of the Jobs table.
+func (s *Store) Table() string { return s.table }
+
+// Transactions cancel whole: 100 actions at most, one of which is the fence
+// check on the status item.
+const maxTransactItems = 100
+
+var (
+	statusAttrs   = attrNames(reflect.TypeFor[statusItem]())
+	commandsAttrs = attrNames(reflect.TypeFor[commandsItem]())
+)
+
+func validID(id job.ID) error {
+	if err := id.Validate(); err != nil {
+		return fmt.Errorf("dynamo store: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) get(ctx context.Context, id job.ID, sk string, consistent bool) (map[string]types.AttributeValue, error) {
+	if err := validID(id); err != nil {
+		return nil, err
+	}
+	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      &s.table,
+		Key:            key(jobKey(id), sk),
+		ConsistentRead: aws.Bool(consistent),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.Item, nil
+}
+
+// GetConfig reads the config strongly consistently.
+func (s *Store) GetConfig(ctx context.Context, id job.ID) (job.Config, error) {
+	item, err := s.get(ctx, id, skConfig, true)
+	if err != nil {
+		return job.Config{}, fmt.Errorf("read config of job %s: %w", id, err)
+	}
+	if item == nil {
+		return job.Config{}, fmt.Errorf("config of job %s: %w", id, store.ErrNotFound)
+	}
+	var it configItem
+	if err := unmarshal(item, &it); err != nil {
+		return job.Config{}, fmt.Errorf("decode config of job %s: %w", id, err)
+	}
+	return it.Config, nil
+}
+
+// PutConfig replaces the config item if its version is the one read, and
+// (re)sets `active` so the job is on the active-jobs index.
+func (s *Store) PutConfig(ctx context.Context, cfg job.Config) (job.Config, error) {
+	if err := validID(cfg.JobID); err != nil {
+		return job.Config{}, err
+	}
+	next := cfg
+	next.Version++
+	item, err := marshal(configItem{PK: jobKey(cfg.JobID), SK: skConfig, Active: activeValue, Config: next})
+	if err != nil {
+		return job.Config{}, fmt.Errorf("encode config of job %s: %w", cfg.JobID, err)
+	}
+	if err := checkSize("config", cfg.JobID, item, 0, "use fewer operators or shorter ids and program"); err != nil {
+		return job.Config{}, err
+	}
+	cond := versionIs(cfg.Version)
+	if cfg.Version == 0 {
+		cond = expression.AttributeNotExists(expression.Name(attrPK))
+	}
+	expr, err := expression.NewBuilder().WithCondition(cond).Build()
+	if err != nil {
+		return job.Config{}, fmt.Errorf("build config condition: %w", err)
+	}
+	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                           &s.table,
+		Item:                                item,
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, failed := conditionFailure(err); failed {
+		st, rerr := s.storedAfterFailure(ctx, key(jobKey(cfg.JobID), skConfig), old)
+		if rerr != nil {
+			return job.Config{}, fmt.Errorf("config of job %s changed since version %d was read: %w", cfg.JobID, cfg.Version, rerr)
+		}
+		return job.Config{}, &store.ConflictError{What: "config", JobID: cfg.JobID, Expected: cfg.Version, Current: st.version}
+	}
+	if err != nil {
+		return job.Config{}, fmt.Errorf("write config of job %s: %w", cfg.JobID, err)
+	}
+	return next, nil
+}
+
+// GetStatus reads the status strongly consistently: the controller decides
+// on it.
+func (s *Store) GetStatus(ctx context.Context, id job.ID) (job.Status, error) {
+	item, err := s.get(ctx, id, skStatus, true)
+	if err != nil {
+		return job.Status{}, fmt.Errorf("read status of job %s: %w", id, err)
+	}
+	// A status item that only carries the epoch counter (a checkpoint was
+	// created before any status) has no version: no status yet.
+	if _, ok := item[attrVersion]; !ok {
+		return job.Status{}, fmt.Errorf("status of job %s: %w", id, store.ErrNotFound)
+	}
+	var it statusItem
+	if err := unmarshal(item, &it); err != nil {
+		return job.Status{}, fmt.Errorf("decode status of job %s: %w", id, err)
+	}
+	return it.Status, nil
+}
+
+// replaceRecord is the update that makes an item's record attributes
+// exactly those of item: every attribute present is set, every attribute
+// the record type can hold but item omits is removed. Keys and the names
+// in skip are left to the caller; attributes outside the record (the epoch
+// counter on the status item) are untouched.
+func replaceRecord(item map[string]types.AttributeValue, all []string, skip ...string) expression.UpdateBuilder {
+	var up expression.UpdateBuilder
+	for _, name := range all {
+		if name == attrPK || name == attrSK || slices.Contains(skip, name) {
+			continue
+		}
+		if v, ok := item[name]; ok {
+			up = up.Set(expression.Name(name), expression.Value(v))
+		} else {
+			up = up.Remove(expression.Name(name))
+		}
+	}
+	return up
+}
+
+// PutStatus writes the status if its version is the one read and no newer
+// controller wrote the item. ErrFenced wins over a version conflict.
+func (s *Store) PutStatus(ctx context.Context, f store.Fence, st job.Status) (job.Status, error) {
+	if err := validID(st.JobID); err != nil {
+		return job.Status{}, err
+	}
+	next := st
+	next.Version++
+	item, err := marshal(statusItem{PK: jobKey(st.JobID), SK: skStatus, Fence: int64(f), Status: next})
+	if err != nil {
+		return job.Status{}, fmt.Errorf("encode status of job %s: %w", st.JobID, err)
+	}
+	if err := checkSize("status", st.JobID, item, statusHeadroom, "use fewer operators or a shorter failure message"); err != nil {
+		return job.Status{}, err
+	}
+	expr, err := expression.NewBuilder().
+		WithUpdate(replaceRecord(item, statusAttrs)).
+		WithCondition(fenceOK(f).And(versionIs(st.Version))).
+		Build()
+	if err != nil {
+		return job.Status{}, fmt.Errorf("build status update: %w", err)
+	}
+	k := key(jobKey(st.JobID), skStatus)
+	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                           &s.table,
+		Key:                                 k,
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, failed := conditionFailure(err); failed {
+		cur, rerr := s.storedAfterFailure(ctx, k, old)
+		if rerr != nil {
+			return job.Status{}, fmt.Errorf("status of job %s: write rejected: %w", st.JobID, rerr)
+		}
+		if cur.fence > int64(f) {
+			return job.Status{}, fencedError(fmt.Sprintf("status of job %s", st.JobID), f, cur)
+		}
+		return job.Status{}, &store.ConflictError{What: "status", JobID: st.JobID, Expected: st.Version, Current: cur.version}
+	}
+	if err != nil {
+		return job.Status{}, fmt.Errorf("write status of job %s: %w", st.JobID, err)
+	}
+	return next, nil
+}
+
+// GetCommands reads the command record eventually consistently: workers
+// poll it, and half-price reads are what keep that polling cheap. A worker
+// that reads a record a moment old sees the new one on its next poll.
+func (s *Store) GetCommands(ctx context.Context, id job.ID) (job.Commands, error) {
+	item, err := s.get(ctx, id, skCommands, false)
+	if err != nil {
+		return job.Commands{}, fmt.Errorf("read commands of job %s: %w", id, err)
+	}
+	if item == nil {
+		return job.Commands{}, fmt.Errorf("commands of job %s: %w", id, store.ErrNotFound)
+	}
+	var it commandsItem
+	if err := unmarshal(item, &it); err != nil {
+		return job.Commands{}, fmt.Errorf("decode commands of job %s: %w", id, err)
+	}
+	return it.commands()
+}
+
+// PutCommands replaces the command record unless a newer controller wrote
+// it; the version is counted up in the same write.
+func (s *Store) PutCommands(ctx context.Context, f store.Fence, c job.Commands) (job.Commands, error) {
+	if err := validID(c.JobID); err != nil {
+		return job.Commands{}, err
+	}
+	it, err := newCommandsItem(int64(f), c)
+	if err != nil {
+		return job.Commands{}, fmt.Errorf("commands of job %s: %w", c.JobID, err)
+	}
+	item, err := marshal(it)
+	if err != nil {
+		return job.Commands{}, fmt.Errorf("encode commands of job %s: %w", c.JobID, err)
+	}
+	if err := checkSize("command record", c.JobID, item, 0, "assign fewer subtasks or use shorter worker and operator ids"); err != nil {
+		return job.Commands{}, err
+	}
+	version := expression.Name(attrVersion)
+	update := replaceRecord(item, commandsAttrs, attrVersion).
+		Set(version, expression.Plus(expression.IfNotExists(version, expression.Value(0)), expression.Value(1)))
+	expr, err := expression.NewBuilder().WithUpdate(update).WithCondition(fenceOK(f)).Build()
+	if err != nil {
+		return job.Commands{}, fmt.Errorf("build commands update: %w", err)
+	}
+	k := key(jobKey(c.JobID), skCommands)
+	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                           &s.table,
+		Key:                                 k,
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValues:                        types.ReturnValueUpdatedNew,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, failed := conditionFailure(err); failed {
+		cur, rerr := s.storedAfterFailure(ctx, k, old)
+		if rerr != nil {
+			return job.Commands{}, fmt.Errorf("commands of job %s: write rejected: %w", c.JobID, rerr)
+		}
+		return job.Commands{}, fencedError(fmt.Sprintf("command record of job %s", c.JobID), f, cur)
+	}
+	if err != nil {
+		return job.Commands{}, fmt.Errorf("write commands of job %s: %w", c.JobID, err)
+	}
+	v, ok := numberAttr(out.Attributes, attrVersion)
+	if !ok {
+		return job.Commands{}, fmt.Errorf("write commands of job %s: DynamoDB returned no version", c.JobID)
+	}
+	c.Version = v
+	return c, nil
+}
+
+// CreateCheckpoint reserves the epoch, then writes its item: two
+// single-item conditional writes.
+//
+// The reservation is the guarantee: an update of the status item that sets
+// max_epoch to the new epoch only if it is below it, and only if no newer
+// controller wrote the item (raising the item's fence to the writer's).
+// DynamoDB applies it atomically, so of any number of racing writers, in
+// one process or many, exactly one gets each epoch, and the counter
+// outlives deleted checkpoints, so an epoch is never reused. The item is
+// then put if absent. A crash between the two leaves an epoch with no item:
+// a gap, never a repeat.
+//
+// This is cheaper than one TransactWriteItems of both (transactions cost
+// twice the write units, and checkpoint items are the largest the store
+// writes), and no less safe: the put cannot collide, because only the
+// reserving writer knows the epoch is free.
+func (s *Store) CreateCheckpoint(ctx context.Context, f store.Fence, cp job.Checkpoint) error {
+	if err := validID(cp.JobID); err != nil {
+		return err
+	}
+	if cp.Epoch <= 0 {
+		return fmt.Errorf("checkpoint epoch %d of job %s: epochs start at 1 (%w)", cp.Epoch, cp.JobID, store.ErrEpochNotIncreasing)
+	}
+	// Encode and size-check first, so a record that cannot be stored does
+	// not use up an epoch.
+	item, err := s.checkpointAttrs(f, cp)
+	if err != nil {
+		return err
+	}
+	if err := s.reserveEpoch(ctx, f, cp.JobID, cp.Epoch); err != nil {
+		return err
+	}
+	expr, err := expression.NewBuilder().WithCondition(expression.AttributeNotExists(expression.Name(attrPK))).Build()
+	if err != nil {
+		return fmt.Errorf("build checkpoint condition: %w", err)
+	}
+	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                &s.table,
+		Item:                     item,
+		ConditionExpression:      expr.Condition(),
+		ExpressionAttributeNames: expr.Names(),
+	})
+	if _, failed := conditionFailure(err); failed {
+		return fmt.Errorf("checkpoint %d of job %s already exists although its epoch was just reserved (%w): was the status item deleted by hand?", cp.Epoch, cp.JobID, store.ErrEpochNotIncreasing)
+	}
+	if err != nil {
+		return fmt.Errorf("write checkpoint %d of job %s (the epoch is reserved; start the next checkpoint at a new epoch): %w", cp.Epoch, cp.JobID, err)
+	}
+	return nil
+}
+
+func (s *Store) reserveEpoch(ctx context.Context, f store.Fence, id job.ID, epoch int64) error {
+	maxEpoch := expression.Name(attrMaxEpoch)
+	expr, err := expression.NewBuilder().
+		WithUpdate(expression.Set(maxEpoch, expression.Value(epoch)).Set(expression.Name(attrFence), expression.Value(int64(f)))).
+		WithCondition(fenceOK(f).And(expression.Or(
+			expression.AttributeNotExists(maxEpoch),
+			maxEpoch.LessThan(expression.Value(epoch)),
+		))).
+		Build()
+	if err != nil {
+		return fmt.Errorf("build epoch counter update: %w", err)
+	}
+	k := key(jobKey(id), skStatus)
+	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                           &s.table,
+		Key:                                 k,
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, failed := conditionFailure(err); failed {
+		cur, rerr := s.storedAfterFailure(ctx, k, old)
+		switch {
+		case rerr != nil:
+			return fmt.Errorf("reserve checkpoint epoch %d of job %s: rejected: %w", epoch, id, rerr)
+		case cur.fence > int64(f):
+			return fencedError(fmt.Sprintf("epoch counter of job %s", id), f, cur)
+		default:
+			return fmt.Errorf("checkpoint epoch %d of job %s is not above %d, the highest it has had (%w): start the next checkpoint at MaxEpoch+1", epoch, id, cur.maxEpoch, store.ErrEpochNotIncreasing)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("reserve checkpoint epoch %d of job %s: %w", epoch, id, err)
+	}
+	return nil
+}
+
+func reasonCodes(reasons []types.CancellationReason) string {
+	codes := make([]string, len(reasons))
+	for i, r := range reasons {
+		codes[i] = aws.ToString(r.Code)
+	}
+	return fmt.Sprint(codes)
+}
+
+func (s *Store) checkpointAttrs(f store.Fence, cp job.Checkpoint) (map[string]types.AttributeValue, error) {
+	it, err := newCheckpointItem(int64(f), cp)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, err)
+	}
+	item, err := marshal(it)
+	if err != nil {
+		return nil, fmt.Errorf("encode checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, err)
+	}
+	what := fmt.Sprintf("checkpoint %d", cp.Epoch)
+	if err := checkSize(what, cp.JobID, item, 0, "keep less operator metadata per subtask (store a pointer to the state, not the state)"); err != nil {
+		return nil, err
+	}
+	return item, nil
+}
+
+// UpdateCheckpoint replaces an existing epoch's item unless a newer
+// controller wrote it.
+func (s *Store) UpdateCheckpoint(ctx context.Context, f store.Fence, cp job.Checkpoint) error {
+	if err := validID(cp.JobID); err != nil {
+		return err
+	}
+	item, err := s.checkpointAttrs(f, cp)
+	if err != nil {
+		return err
+	}
+	expr, err := expression.NewBuilder().
+		WithCondition(expression.AttributeExists(expression.Name(attrPK)).And(fenceOK(f))).
+		Build()
+	if err != nil {
+		return fmt.Errorf("build checkpoint condition: %w", err)
+	}
+	k := key(jobKey(cp.JobID), checkpointKey(cp.Epoch))
+	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                           &s.table,
+		Item:                                item,
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, failed := conditionFailure(err); failed {
+		cur, rerr := s.storedAfterFailure(ctx, k, old)
+		switch {
+		case rerr != nil:
+			return fmt.Errorf("update checkpoint %d of job %s: rejected: %w", cp.Epoch, cp.JobID, rerr)
+		case !cur.exists:
+			return fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, store.ErrNotFound)
+		default:
+			return fencedError(fmt.Sprintf("checkpoint %d of job %s", cp.Epoch, cp.JobID), f, cur)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("update checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, err)
+	}
+	return nil
+}
+
+// queryCheckpoints pages through the job's checkpoint items with keys in
+// [from, to], strongly consistently, calling fn for each page.
+func (s *Store) queryCheckpoints(ctx context.Context, id job.ID, to string, projection *expression.ProjectionBuilder, fn func([]map[string]types.AttributeValue) error) error {
+	keyCond := expression.Key(attrPK).Equal(expression.Value(jobKey(id))).
+		And(expression.Key(attrSK).Between(expression.Value(skCheckpoint), expression.Value(to)))
+	b := expression.NewBuilder().WithKeyCondition(keyCond)
+	if projection != nil {
+		b = b.WithProjection(*projection)
+	}
+	expr, err := b.Build()
+	if err != nil {
+		return fmt.Errorf("build checkpoint query: %w", err)
+	}
+	pages := dynamodb.NewQueryPaginator(s.db, &dynamodb.QueryInput{
+		TableName:                 &s.table,
+		KeyConditionExpression:    expr.KeyCondition(),
+		ProjectionExpression:      expr.Projection(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+		ConsistentRead:            aws.Bool(true),
+	})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return err
+		}
+		if err := fn(page.Items); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ListCheckpoints queries the job's checkpoint items, oldest first (the
+// zero-padded sort key orders them).
+func (s *Store) ListCheckpoints(ctx context.Context, id job.ID) ([]job.Checkpoint, error) {
+	if err := validID(id); err != nil {
+		return nil, err
+	}
+	out := []job.Checkpoint{}
+	err := s.queryCheckpoints(ctx, id, checkpointKey(1<<63-1), nil, func(items []map[string]types.AttributeValue) error {
+		for _, item := range items {
+			var it checkpointItem
+			if err := unmarshal(item, &it); err != nil {
+				return fmt.Errorf("decode checkpoint item: %w", err)
+			}
+			cp, err := it.checkpoint()
+			if err != nil {
+				return err
+			}
+			out = append(out, cp)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list checkpoints of job %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// MaxEpoch reads the epoch counter strongly consistently.
+func (s *Store) MaxEpoch(ctx context.Context, id job.ID) (int64, error) {
+	if err := validID(id); err != nil {
+		return 0, err
+	}
+	proj := expression.NamesList(expression.Name(attrMaxEpoch))
+	expr, err := expression.NewBuilder().WithProjection(proj).Build()
+	if err != nil {
+		return 0, fmt.Errorf("build epoch projection: %w", err)
+	}
+	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:                &s.table,
+		Key:                      key(jobKey(id), skStatus),
+		ProjectionExpression:     expr.Projection(),
+		ExpressionAttributeNames: expr.Names(),
+		ConsistentRead:           aws.Bool(true),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read epoch counter of job %s: %w", id, err)
+	}
+	e, _ := numberAttr(out.Item, attrMaxEpoch)
+	return e, nil
+}
+
+// DeleteCheckpoints deletes the epochs below the bound in transactions of
+// up to 99 deletes plus a fence check on the status item: each delete only
+// if no newer controller wrote that checkpoint, all of them only if no
+// newer controller wrote the status. A former leader must not delete the
+// checkpoint its successor is restoring from, even one the successor never
+// wrote. The epoch counter is untouched.
+func (s *Store) DeleteCheckpoints(ctx context.Context, f store.Fence, id job.ID, below int64) (int, error) {
+	if err := validID(id); err != nil {
+		return 0, err
+	}
+	if below <= 1 {
+		return 0, nil
+	}
+	var sks []string
+	proj := expression.NamesList(expression.Name(attrSK))
+	err := s.queryCheckpoints(ctx, id, checkpointKey(below-1), &proj, func(items []map[string]types.AttributeValue) error {
+		for _, item := range items {
+			if sk, ok := item[attrSK].(*types.AttributeValueMemberS); ok {
+				sks = append(sks, sk.Value)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("list checkpoints of job %s to delete: %w", id, err)
+	}
+	guard, err := expression.NewBuilder().WithCondition(fenceOK(f)).Build()
+	if err != nil {
+		return 0, fmt.Errorf("build fence condition: %w", err)
+	}
+	deleted := 0
+	for chunk := range slices.Chunk(sks, maxTransactItems-1) {
+		items := make([]types.TransactWriteItem, 0, len(chunk)+1)
+		items = append(items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
+			TableName:                           &s.table,
+			Key:                                 key(jobKey(id), skStatus),
+			ConditionExpression:                 guard.Condition(),
+			ExpressionAttributeNames:            guard.Names(),
+			ExpressionAttributeValues:           guard.Values(),
+			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+		}})
+		for _, sk := range chunk {
+			items = append(items, types.TransactWriteItem{Delete: &types.Delete{
+				TableName:                           &s.table,
+				Key:                                 key(jobKey(id), sk),
+				ConditionExpression:                 guard.Condition(),
+				ExpressionAttributeNames:            guard.Names(),
+				ExpressionAttributeValues:           guard.Values(),
+				ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+			}})
+		}
+		_, err := s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+		if reasons, cancelled := cancellation(err); cancelled {
+			for i, r := range reasons {
+				if !conditionFailed(r) {
+					continue
+				}
+				what, k := fmt.Sprintf("status of job %s", id), key(jobKey(id), skStatus)
+				if i > 0 {
+					what, k = fmt.Sprintf("checkpoint item %s of job %s", chunk[i-1], id), key(jobKey(id), chunk[i-1])
+				}
+				cur, rerr := s.storedAfterFailure(ctx, k, r.Item)
+				if rerr != nil {
+					return deleted, fmt.Errorf("delete checkpoints of job %s: %s refused the delete: %w", id, what, rerr)
+				}
+				return deleted, fencedError(what, f, cur)
+			}
+			return deleted, fmt.Errorf("delete checkpoints of job %s: transaction cancelled %s: %w", id, reasonCodes(reasons), err)
+		}
+		if err != nil {
+			return deleted, fmt.Errorf("delete checkpoints of job %s: %w", id, err)
+		}
+		deleted += len(chunk)
+	}
+	return deleted, nil
+}
+
+// ActiveJobs is one paginated Query of the sparse active-jobs index: only
+// config items carrying `active` are in it. The index follows the table
+// within a moment, so a job written a moment ago may show up on the next
+// poll.
+func (s *Store) ActiveJobs(ctx context.Context) ([]store.JobRef, error) {
+	keyCond := expression.Key(attrActive).Equal(expression.Value(activeValue))
+	proj := expression.NamesList(expression.Name(attrPK), expression.Name(attrVersion))
+	expr, err := expression.NewBuilder().WithKeyCondition(keyCond).WithProjection(proj).Build()
+	if err != nil {
+		return nil, fmt.Errorf("build active-jobs query: %w", err)
+	}
+	pages := dynamodb.NewQueryPaginator(s.db, &dynamodb.QueryInput{
+		TableName:                 &s.table,
+		IndexName:                 aws.String(activeIndex),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ProjectionExpression:      expr.Projection(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	})
+	var refs []store.JobRef
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("query the %s index of %s: %w", activeIndex, s.table, err)
+		}
+		for _, item := range page.Items {
+			pk, _ := item[attrPK].(*types.AttributeValueMemberS)
+			if pk == nil {
+				return nil, fmt.Errorf("query the %s index of %s: an entry has no %s", activeIndex, s.table, attrPK)
+			}
+			id, err := jobIDOf(pk.Value)
+			if err != nil {
+				return nil, fmt.Errorf("query the %s index of %s: %w", activeIndex, s.table, err)
+			}
+			v, _ := numberAttr(item, attrVersion)
+			refs = append(refs, store.JobRef{ID: id, ConfigVersion: v})
+		}
+	}
+	return refs, nil
+}
+
+// Park removes `active` from the config item only while the config is
+// still at configVersion; a newer version keeps the job on the index.
+func (s *Store) Park(ctx context.Context, id job.ID, configVersion int64) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	expr, err := expression.NewBuilder().
+		WithUpdate(expression.Remove(expression.Name(attrActive))).
+		WithCondition(expression.AttributeExists(expression.Name(attrPK)).And(versionIs(configVersion))).
+		Build()
+	if err != nil {
+		return fmt.Errorf("build park update: %w", err)
+	}
+	k := key(jobKey(id), skConfig)
+	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                           &s.table,
+		Key:                                 k,
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, failed := conditionFailure(err); failed {
+		cur, rerr := s.storedAfterFailure(ctx, k, old)
+		switch {
+		case rerr != nil:
+			return fmt.Errorf("park job %s: rejected: %w", id, rerr)
+		case !cur.exists:
+			return fmt.Errorf("config of job %s: %w", id, store.ErrNotFound)
+		default:
+			return &store.ConflictError{What: "config", JobID: id, Expected: configVersion, Current: cur.version}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("park job %s: %w", id, err)
+	}
+	return nil
+}

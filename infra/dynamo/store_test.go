@@ -1,0 +1,292 @@
+package dynamo_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/weirstream/weir/core/job"
+	"github.com/weirstream/weir/core/store"
+	"github.com/weirstream/weir/core/store/storetest"
+	"github.com/weirstream/weir/infra/awstest"
+	"github.com/weirstream/weir/infra/dynamo"
+	"github.com/weirstream/weir/infra/resources"
+	"github.com/weirstream/weir/infra/resources/resourcestest"
+)
+
+// stack creates the template's tables for the test and returns the SDK
+// config and the table names.
+func stack(t *testing.T) (aws.Config, map[string]string) {
+	t.Helper()
+	cfg := awstest.Config(t)
+	return cfg, resourcestest.ForTest(t, cfg).Env()
+}
+
+func newStore(t *testing.T, cfg aws.Config, table string) *dynamo.Store {
+	t.Helper()
+	s, err := dynamo.NewStore(dynamo.NewClient(cfg), table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestStoreConformance(t *testing.T) {
+	cfg, env := stack(t)
+	s := newStore(t, cfg, env[resources.EnvJobsTable])
+	var opts []storetest.Option
+	if !atomicConditions(t, cfg, env[resources.EnvJobsTable]) {
+		opts = append(opts, storetest.SkipRaces(raceSkip))
+	}
+	// One table for the whole suite: the suite names every job after its
+	// subtest, so subtests never meet.
+	storetest.Run(t, func(*testing.T) store.Store { return s }, opts...)
+}
+
+func TestCheckAcceptsTheTemplatesTables(t *testing.T) {
+	cfg, env := stack(t)
+	s := newStore(t, cfg, env[resources.EnvJobsTable])
+	if err := s.Check(t.Context()); err != nil {
+		t.Fatalf("Check on a stack made from template.yaml: %v", err)
+	}
+	lease, err := dynamo.NewLease(dynamo.NewClient(cfg), dynamo.LeaseConfig{Table: env[resources.EnvLeaseTable], Name: "controller"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.Check(t.Context()); err != nil {
+		t.Fatalf("lease Check on a stack made from template.yaml: %v", err)
+	}
+	// And the store does a full round trip on the fresh stack.
+	ctx := t.Context()
+	id := storetest.JobID(t, "rt")
+	cfgV, err := s.PutConfig(ctx, storetest.Config(id))
+	if err != nil {
+		t.Fatalf("PutConfig: %v", err)
+	}
+	if _, err := s.PutStatus(ctx, 1, storetest.Status(id)); err != nil {
+		t.Fatalf("PutStatus: %v", err)
+	}
+	if err := s.CreateCheckpoint(ctx, 1, storetest.Checkpoint(id, 1)); err != nil {
+		t.Fatalf("CreateCheckpoint: %v", err)
+	}
+	if _, err := s.PutCommands(ctx, 1, storetest.Commands(id)); err != nil {
+		t.Fatalf("PutCommands: %v", err)
+	}
+	refs, err := s.ActiveJobs(ctx)
+	if err != nil || len(refs) != 1 || refs[0].ID != id || refs[0].ConfigVersion != cfgV.Version {
+		t.Fatalf("ActiveJobs = %v, %v; want [{%s %d}]", refs, err, id, cfgV.Version)
+	}
+}
+
+func TestCheckNamesWhatIsWrong(t *testing.T) {
+	cfg := awstest.Config(t)
+	ctx := t.Context()
+
+	missing := newStore(t, cfg, awstest.Name(t, "no-such-table"))
+	if err := missing.Check(ctx); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("Check of a missing table = %v, want a does-not-exist error", err)
+	}
+
+	// A table keyed like the lease table, which is not what the store needs.
+	env := resourcestest.ForTest(t, cfg).Env()
+	wrong := newStore(t, cfg, env[resources.EnvLeaseTable])
+	err := wrong.Check(ctx)
+	if err == nil {
+		t.Fatal("Check accepted the lease table as the jobs table")
+	}
+	for _, want := range []string{"pk (S, HASH)", "no global secondary index \"active-jobs\""} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Check error %q does not mention %q", err, want)
+		}
+	}
+}
+
+// A writer that read an old config version is told so, with both versions.
+func TestStaleConfigVersionIsAClearConflict(t *testing.T) {
+	cfg, env := stack(t)
+	s := newStore(t, cfg, env[resources.EnvJobsTable])
+	ctx := t.Context()
+	id := storetest.JobID(t, "cfg")
+	v1, err := s.PutConfig(ctx, storetest.Config(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutConfig(ctx, v1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.PutConfig(ctx, v1)
+	var ce *store.ConflictError
+	if !errors.As(err, &ce) || !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale PutConfig = %v, want a *store.ConflictError", err)
+	}
+	want := fmt.Sprintf("config of job %s is at version 2, not 1: read it again and retry", id)
+	if err.Error() != want {
+		t.Fatalf("error = %q, want %q", err, want)
+	}
+}
+
+func TestOlderFenceIsRejectedAfterANewerLeaderWrote(t *testing.T) {
+	cfg, env := stack(t)
+	table := env[resources.EnvJobsTable]
+	// Two controllers, two clients: the old leader (fence 1) and the new one (fence 2).
+	old, cur := newStore(t, cfg, table), newStore(t, cfg, table)
+	ctx := t.Context()
+	id := storetest.JobID(t, "fence")
+
+	st, err := old.PutStatus(ctx, 1, storetest.Status(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.CreateCheckpoint(ctx, 1, storetest.Checkpoint(id, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.PutCommands(ctx, 1, storetest.Commands(id)); err != nil {
+		t.Fatal(err)
+	}
+
+	// The new leader takes over and writes the status.
+	st2, err := cur.GetStatus(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cur.PutStatus(ctx, 2, st2); err != nil {
+		t.Fatal(err)
+	}
+
+	checks := map[string]error{}
+	_, checks["PutStatus"] = old.PutStatus(ctx, 1, st)
+	checks["CreateCheckpoint"] = old.CreateCheckpoint(ctx, 1, storetest.Checkpoint(id, 2))
+	// The successor never wrote checkpoint 1; deleting it must still be
+	// refused, or the checkpoint it restores from could vanish.
+	_, checks["DeleteCheckpoints"] = old.DeleteCheckpoints(ctx, 1, id, 2)
+	for op, err := range checks {
+		if !errors.Is(err, store.ErrFenced) {
+			t.Errorf("%s under the old fence after the new leader wrote = %v, want ErrFenced", op, err)
+		} else if !strings.Contains(err.Error(), "fence 2") {
+			t.Errorf("%s error %q does not name the newer fence", op, err)
+		}
+	}
+	if n, _ := cur.MaxEpoch(ctx, id); n != 1 {
+		t.Errorf("MaxEpoch = %d after a fenced create, want 1", n)
+	}
+	if cps, _ := cur.ListCheckpoints(ctx, id); len(cps) != 1 {
+		t.Errorf("%d checkpoints after a fenced delete, want 1", len(cps))
+	}
+
+	// A checkpoint created under the new fence raises the fence on the
+	// status item too, so the old leader cannot write the status after it.
+	id2 := storetest.JobID(t, "fence")
+	st3, err := old.PutStatus(ctx, 1, storetest.Status(id2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cur.CreateCheckpoint(ctx, 2, storetest.Checkpoint(id2, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.PutStatus(ctx, 1, st3); !errors.Is(err, store.ErrFenced) {
+		t.Errorf("PutStatus under fence 1 after a checkpoint under fence 2 = %v, want ErrFenced", err)
+	}
+}
+
+func TestConcurrentClientsNeverRepeatAnEpoch(t *testing.T) {
+	cfg, env := stack(t)
+	if !atomicConditions(t, cfg, env[resources.EnvJobsTable]) {
+		t.Skip(raceSkip)
+	}
+	stores := make([]store.Store, 5)
+	for i := range stores {
+		stores[i] = newStore(t, cfg, env[resources.EnvJobsTable])
+	}
+	storetest.RaceEpochs(t, stores, storetest.JobID(t, "race"), 5)
+}
+
+func TestOversizedCheckpointIsRefusedWithAClearError(t *testing.T) {
+	cfg, env := stack(t)
+	s := newStore(t, cfg, env[resources.EnvJobsTable])
+	ctx := t.Context()
+	id := storetest.JobID(t, "big")
+	cp := storetest.Checkpoint(id, 1)
+	// Random-looking metadata does not compress: ~600 KB stays ~600 KB.
+	meta := map[int]string{}
+	for i := range 600 {
+		meta[i] = randomText(1000, i)
+	}
+	cp.Operators = map[string]job.OperatorCheckpoint{"source": {Bytes: 1, Metadata: meta}}
+	err := s.CreateCheckpoint(ctx, 1, cp)
+	if !errors.Is(err, dynamo.ErrItemTooLarge) {
+		t.Fatalf("CreateCheckpoint of a 600 KB checkpoint = %v, want ErrItemTooLarge", err)
+	}
+	if !strings.Contains(err.Error(), "operator metadata") {
+		t.Errorf("error %q does not say what to shrink", err)
+	}
+	if n, _ := s.MaxEpoch(ctx, id); n != 0 {
+		t.Fatalf("MaxEpoch = %d after a refused create, want 0", n)
+	}
+	// Repetitive metadata of the same raw size compresses under the limit.
+	for i := range 600 {
+		meta[i] = strings.Repeat(fmt.Sprintf("offset=%d;", i), 200)[:1000]
+	}
+	if err := s.CreateCheckpoint(ctx, 1, cp); err != nil {
+		t.Fatalf("CreateCheckpoint of compressible metadata: %v", err)
+	}
+	cps, err := s.ListCheckpoints(ctx, id)
+	if err != nil || len(cps) != 1 || len(cps[0].Operators["source"].Metadata) != 600 {
+		t.Fatalf("ListCheckpoints = %d checkpoints, %v", len(cps), err)
+	}
+}
+
+func randomText(n, seed int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, n)
+	x := uint64(seed)*0x9E3779B97F4A7C15 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = alphabet[x%uint64(len(alphabet))]
+	}
+	return string(b)
+}
+
+// The status item holds the epoch counter; a status written after
+// checkpoints must leave it alone, and a checkpoint created before any
+// status leaves GetStatus at ErrNotFound.
+func TestStatusAndEpochCounterShareAnItem(t *testing.T) {
+	cfg, env := stack(t)
+	s := newStore(t, cfg, env[resources.EnvJobsTable])
+	ctx := t.Context()
+	id := storetest.JobID(t, "share")
+	if err := s.CreateCheckpoint(ctx, 1, storetest.Checkpoint(id, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetStatus(ctx, id); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetStatus before any status = %v, want ErrNotFound", err)
+	}
+	if _, err := s.PutStatus(ctx, 1, storetest.Status(id)); err != nil {
+		t.Fatalf("first PutStatus after a checkpoint: %v", err)
+	}
+	if n, err := s.MaxEpoch(ctx, id); err != nil || n != 3 {
+		t.Fatalf("MaxEpoch = %d, %v after a status write, want 3", n, err)
+	}
+	raw, err := dynamodb.NewFromConfig(cfg).GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(env[resources.EnvJobsTable]),
+		Key: map[string]types.AttributeValue{
+			"pk": &types.AttributeValueMemberS{Value: "job#" + string(id)},
+			"sk": &types.AttributeValueMemberS{Value: "status"},
+		},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, attr := range []string{"version", "fence", "max_epoch", "state"} {
+		if _, ok := raw.Item[attr]; !ok {
+			t.Errorf("status item has no %q attribute: %v", attr, raw.Item)
+		}
+	}
+}
