@@ -1,0 +1,40 @@
+package sqs
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"github.com/weirstream/weir/core/clock"
+)
+
+// backoff spaces out retries: exponential from base up to max, with "equal
+// jitter" (half the delay fixed, half random) so that many receivers that
+// failed together do not retry together, while none retries at once.
+type backoff struct {
+	base, max time.Duration
+}
+
+func (b backoff) delay(attempt int) time.Duration {
+	d := b.max
+	if attempt < 32 {
+		if e := b.base << attempt; e > 0 && e < b.max {
+			d = e
+		}
+	}
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+// sleep waits d on clk, or until ctx ends; it reports whether the full
+// time passed.
+func sleep(ctx context.Context, clk clock.Clock, d time.Duration) bool {
+	t := clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
