@@ -43,7 +43,7 @@ type queues struct {
 	url, dlq string
 }
 
-func newQueues(t *testing.T, params map[string]string) queues {
+func newQueues(t testing.TB, params map[string]string) queues {
 	t.Helper()
 	cfg := awstest.Config(t)
 	env := resourcestest.ForTestWithParameters(t, cfg, params).Env()
@@ -84,7 +84,7 @@ func (q queues) counts(t *testing.T, url string) (visible, inFlight int) {
 	return visible, inFlight
 }
 
-func (q queues) publisher(t *testing.T) *sqs.Publisher {
+func (q queues) publisher(t testing.TB) *sqs.Publisher {
 	t.Helper()
 	p, err := sqs.NewPublisher(q.client, q.url, sqs.PublisherOptions{})
 	if err != nil {
@@ -131,7 +131,7 @@ func receiveN(t *testing.T, in *sqs.Inbox, n int, timeout time.Duration) []inbox
 	return got
 }
 
-func envelope(t *testing.T, seq uint64) []byte {
+func envelope(t testing.TB, seq uint64) []byte {
 	t.Helper()
 	b, err := protocol.Encode(&protocol.Envelope{
 		V: protocol.Version, JobID: "job-1", RunID: 1, WorkerID: "worker-1", Seq: seq,
@@ -649,6 +649,37 @@ func TestReceiveBacksOffOnErrorsAndRecovers(t *testing.T) {
 				fake.Set(next) // release a pending back-off
 			}
 		}
+	}
+}
+
+func TestLingerGathersMessagesBeforeTheNextReceive(t *testing.T) {
+	q := newQueues(t, nil)
+	ctx := context.Background()
+	pub := q.publisher(t)
+	if err := pub.Publish(ctx, envelope(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	fake := clock.NewFake(time.Unix(0, 0))
+	in := q.run(t, sqs.InboxOptions{Receivers: 1, Linger: time.Second, Clock: fake})
+	first := receiveN(t, in, 1, 10*time.Second)
+	// The receiver now lingers (a timer beside the extension ticker) while
+	// more messages arrive, and makes no call until the clock passes it.
+	waitFor(t, 10*time.Second, func() bool { return fake.Waiters() == 2 }, "the receiver to linger")
+	bodies := [][]byte{envelope(t, 2), envelope(t, 3), envelope(t, 4)}
+	if err := pub.PublishBatch(ctx, bodies); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // a receiver that did not linger would be polling now
+	if n := q.calls("ReceiveMessage"); n != 1 {
+		t.Fatalf("%d receives while lingering, want 1", n)
+	}
+	fake.Advance(time.Second)
+	ds := receiveN(t, in, 3, 10*time.Second)
+	if len(ds) != 3 || q.calls("ReceiveMessage") != 2 {
+		t.Fatalf("after lingering got %d messages in %d receives, want 3 in one more receive", len(ds), q.calls("ReceiveMessage")-1)
+	}
+	if err := in.Ack(ctx, append(first, ds...)); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -34,6 +34,13 @@ type InboxOptions struct {
 	// WaitTime is the long-poll wait per receive (default and maximum
 	// 20 s).
 	WaitTime time.Duration
+	// Linger is how long a receiver waits before polling again after a
+	// receive that came back with messages but not full (default 0: at
+	// once). A long poll returns as soon as one message is there, so at a
+	// trickle every message costs a receive and a delete of its own;
+	// lingering lets messages gather, so each receive and each batch
+	// delete carries several, at the price of up to Linger of delay.
+	Linger time.Duration
 	// VisibilityTimeout is asked for on every receive (default 30 s, the
 	// queue's own; whole seconds, at most 12 h). A message still held
 	// after ExtendAfter of it is extended by another VisibilityTimeout.
@@ -94,6 +101,8 @@ func (o InboxOptions) withDefaults() (InboxOptions, error) {
 	switch {
 	case o.Receivers < 1:
 		return o, fmt.Errorf("sqs inbox: Receivers is %d; it must be at least 1", o.Receivers)
+	case o.Linger < 0 || o.Linger > time.Minute:
+		return o, fmt.Errorf("sqs inbox: Linger is %v; it must be from 0 to 1 min", o.Linger)
 	case o.WaitTime < time.Second || o.WaitTime > 20*time.Second || o.WaitTime%time.Second != 0:
 		return o, fmt.Errorf("sqs inbox: WaitTime is %v; SQS takes whole seconds from 1 s to 20 s", o.WaitTime)
 	case o.VisibilityTimeout < time.Second || o.VisibilityTimeout > 12*time.Hour || o.VisibilityTimeout%time.Second != 0:
@@ -328,6 +337,9 @@ func (in *Inbox) receiveLoop(ctx context.Context, always bool) {
 		case in.batches <- ds:
 		case <-ctx.Done():
 			in.giveBack(ctx, ds)
+			return
+		}
+		if !full && in.o.Linger > 0 && !sleep(ctx, in.o.Clock, in.o.Linger) {
 			return
 		}
 	}
