@@ -36,9 +36,6 @@ func NewStore(db *dynamodb.Client, table string) (*Store, error) {
 	return &Store{db: db, table: table}, nil
 }
 
-// Table is the name of the Jobs table.
-func (s *Store) Table() string { return s.table }
-
 // Transactions cancel whole: 100 actions at most, one of which is the fence
 // check on the status item.
 const maxTransactItems = 100
@@ -444,8 +441,9 @@ func (s *Store) UpdateCheckpoint(ctx context.Context, f store.Fence, cp job.Chec
 	return nil
 }
 
-// queryCheckpoints pages through the job's checkpoint items with keys in
-// [from, to], strongly consistently, calling fn for each page.
+// queryCheckpoints pages through the job's checkpoint items with sort keys
+// up to and including to, oldest first and strongly consistently, calling
+// fn for each page.
 func (s *Store) queryCheckpoints(ctx context.Context, id job.ID, to string, projection *expression.ProjectionBuilder, fn func([]map[string]types.AttributeValue) error) error {
 	keyCond := expression.Key(attrPK).Equal(expression.Value(jobKey(id))).
 		And(expression.Key(attrSK).Between(expression.Value(skCheckpoint), expression.Value(to)))
