@@ -546,6 +546,34 @@ func TestReceiveEndsOnCancelAndRunLeavesNoGoroutines(t *testing.T) {
 	}
 }
 
+func TestStoppingGivesBackMessagesNotYetHandedOut(t *testing.T) {
+	q := newQueues(t, nil)
+	ctx := context.Background()
+	if err := q.publisher(t).Publish(ctx, envelope(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	in, err := sqs.NewInbox(q.client, q.url, sqs.InboxOptions{Receivers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- in.Run(runCtx) }()
+	// The receiver holds the message, waiting for a Receive that never
+	// comes.
+	waitFor(t, 10*time.Second, func() bool { return in.Held() == 1 }, "the message to be received")
+	if err := in.Run(runCtx); err == nil {
+		t.Fatal("a second Run of the same inbox was accepted")
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if visible, inFlight := q.counts(t, q.url); visible != 1 || inFlight != 0 {
+		t.Fatalf("after stopping, %d visible and %d in-flight messages; want the message visible again at once", visible, inFlight)
+	}
+}
+
 func TestReceiveBacksOffOnErrorsAndRecovers(t *testing.T) {
 	cfg := awstest.Config(t)
 	path, err := resourcestest.TemplatePath()

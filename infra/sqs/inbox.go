@@ -49,7 +49,8 @@ type InboxOptions struct {
 	// message's visibility is extended (default 0.5; at most 0.9).
 	ExtendAfter float64
 	// MaxHold bounds how long a message is kept invisible without an Ack
-	// or Reject (default 15 min). Past it the inbox stops extending, the
+	// or Reject (default 15 min, or twice VisibilityTimeout if that is
+	// more). Past it the inbox stops extending, the
 	// message becomes visible again and is redelivered: a handler that
 	// forgot a message does not hide it for ever.
 	MaxHold time.Duration
@@ -81,7 +82,7 @@ func (o InboxOptions) withDefaults() (InboxOptions, error) {
 		o.ExtendAfter = 0.5
 	}
 	if o.MaxHold == 0 {
-		o.MaxHold = 15 * time.Minute
+		o.MaxHold = min(max(15*time.Minute, 2*o.VisibilityTimeout), 12*time.Hour)
 	}
 	if o.BatchAttempts == 0 {
 		o.BatchAttempts = 3
@@ -412,6 +413,7 @@ func (in *Inbox) extendLoop(ctx context.Context) {
 func (in *Inbox) extendDue(ctx context.Context, margin time.Duration) {
 	now := in.o.Clock.Now()
 	var due []inbox.Delivery
+	var expired []*held
 	in.mu.Lock()
 	for handle, h := range in.held {
 		if h.visibleAt.Sub(now) > margin {
@@ -419,13 +421,16 @@ func (in *Inbox) extendDue(ctx context.Context, margin time.Duration) {
 		}
 		if now.Sub(h.receivedAt)+in.o.VisibilityTimeout > in.o.MaxHold {
 			delete(in.held, handle)
-			in.o.Logger.WarnContext(ctx, "worker message held too long without Ack or Reject; letting it become visible again",
-				"message_id", h.id, "receives", h.receives, "held_for", now.Sub(h.receivedAt), "max_hold", in.o.MaxHold)
+			expired = append(expired, h)
 			continue
 		}
 		due = append(due, inbox.Delivery{ID: h.id, Handle: handle, Receives: h.receives})
 	}
 	in.mu.Unlock()
+	for _, h := range expired {
+		in.o.Logger.WarnContext(ctx, "worker message held too long without Ack or Reject; letting it become visible again",
+			"message_id", h.id, "receives", h.receives, "held_for", now.Sub(h.receivedAt), "max_hold", in.o.MaxHold)
+	}
 	if len(due) == 0 {
 		return
 	}
