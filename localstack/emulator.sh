@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts and stops the embedded local AWS emulator: moto in server mode,
+# Starts and stops the embedded local AWS emulator: moto in server mode
+# (through localstack/moto_serial.py, see there),
 # installed from localstack/requirements.txt into .venv/emulator. It listens
 # on 127.0.0.1:${EMULATOR_PORT:-4566}, the port LocalStack uses, so the same
 # AWS_ENDPOINT_URL works with either.
@@ -8,8 +9,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 port="${EMULATOR_PORT:-4566}"
 venv="$root/.venv/emulator"
 state="$root/.emulator"
-pidfile="$state/moto.pid"
-log="$state/moto.log"
+pidfile="$state/moto-$port.pid"
+log="$state/moto-$port.log"
 reqs="$root/localstack/requirements.txt"
 
 install() {
@@ -37,7 +38,9 @@ up() {
 		echo "emulator: something already answers on 127.0.0.1:$port; using it"
 		return
 	fi
-	nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+	# moto_serial.py is moto's server with DynamoDB requests serialised, so
+	# conditional writes are atomic under concurrency as on DynamoDB.
+	nohup "$venv/bin/python" "$root/localstack/moto_serial.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 	echo $! >"$pidfile"
 	for _ in $(seq 1 100); do
 		if curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then

@@ -72,7 +72,9 @@ type Checkpoints interface {
 	// CreateCheckpoint records a new epoch. It fails with
 	// ErrEpochNotIncreasing unless cp.Epoch is above every epoch ever
 	// created for the job, deleted ones included, and with ErrFenced when
-	// the job's status was written under a higher fence.
+	// the job's status was written (or an epoch created) under a higher
+	// fence. It raises the job's fence to f, so a deposed leader's next
+	// status write fails.
 	CreateCheckpoint(ctx context.Context, f Fence, cp job.Checkpoint) error
 	// UpdateCheckpoint replaces an existing epoch's record (ErrNotFound if
 	// there is none).
@@ -82,7 +84,10 @@ type Checkpoints interface {
 	// MaxEpoch is the highest epoch ever created for the job (0: none).
 	MaxEpoch(ctx context.Context, id job.ID) (int64, error)
 	// DeleteCheckpoints removes the stored epochs below the given one and
-	// says how many it removed. MaxEpoch is unaffected.
+	// says how many it removed. MaxEpoch is unaffected. It fails with
+	// ErrFenced, deleting nothing, when the job's status or one of those
+	// checkpoints was written under a higher fence: a deposed leader must
+	// not delete the epoch its successor restores from.
 	DeleteCheckpoints(ctx context.Context, f Fence, id job.ID, below int64) (int, error)
 }
 

@@ -24,6 +24,9 @@ type Store struct {
 	commands map[job.ID]fenced[job.Commands]
 	cps      map[job.ID]map[int64]fenced[job.Checkpoint]
 	maxEpoch map[job.ID]int64
+	// fences is each job's fence: raised by status writes and checkpoint
+	// creation, as the DynamoDB store keeps it on the status item.
+	fences   map[job.ID]store.Fence
 	failNext error
 	writes   int
 }
@@ -44,6 +47,7 @@ func New() *Store {
 		commands: map[job.ID]fenced[job.Commands]{},
 		cps:      map[job.ID]map[int64]fenced[job.Checkpoint]{},
 		maxEpoch: map[job.ID]int64{},
+		fences:   map[job.ID]store.Fence{},
 	}
 }
 
@@ -128,10 +132,8 @@ func (s *Store) PutStatus(_ context.Context, f store.Fence, st job.Status) (job.
 		return job.Status{}, err
 	}
 	cur, ok := s.statuses[st.JobID]
-	if ok {
-		if err := check(cur.fence, f); err != nil {
-			return job.Status{}, fmt.Errorf("status of job %s: %w", st.JobID, err)
-		}
+	if err := check(s.fences[st.JobID], f); err != nil {
+		return job.Status{}, fmt.Errorf("status of job %s: %w", st.JobID, err)
 	}
 	if (!ok && st.Version != 0) || (ok && cur.v.Version != st.Version) {
 		current := int64(0)
@@ -142,6 +144,7 @@ func (s *Store) PutStatus(_ context.Context, f store.Fence, st job.Status) (job.
 	}
 	st.Version++
 	s.statuses[st.JobID] = fenced[job.Status]{cloneStatus(st), f}
+	s.fences[st.JobID] = f
 	s.writes++
 	return st, nil
 }
@@ -152,10 +155,8 @@ func (s *Store) CreateCheckpoint(_ context.Context, f store.Fence, cp job.Checkp
 	if err := s.fail(); err != nil {
 		return err
 	}
-	if st, ok := s.statuses[cp.JobID]; ok {
-		if err := check(st.fence, f); err != nil {
-			return fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, err)
-		}
+	if err := check(s.fences[cp.JobID], f); err != nil {
+		return fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, err)
 	}
 	if cp.Epoch <= s.maxEpoch[cp.JobID] {
 		return fmt.Errorf("epoch %d of job %s is not above %d: %w", cp.Epoch, cp.JobID, s.maxEpoch[cp.JobID], store.ErrEpochNotIncreasing)
@@ -165,6 +166,7 @@ func (s *Store) CreateCheckpoint(_ context.Context, f store.Fence, cp job.Checkp
 	}
 	s.cps[cp.JobID][cp.Epoch] = fenced[job.Checkpoint]{cloneCheckpoint(cp), f}
 	s.maxEpoch[cp.JobID] = cp.Epoch
+	s.fences[cp.JobID] = f
 	s.writes++
 	return nil
 }
@@ -216,16 +218,22 @@ func (s *Store) DeleteCheckpoints(_ context.Context, f store.Fence, id job.ID, b
 	if err := s.fail(); err != nil {
 		return 0, err
 	}
-	n := 0
+	if err := check(s.fences[id], f); err != nil {
+		return 0, fmt.Errorf("checkpoints of job %s: %w", id, err)
+	}
 	for e, cp := range s.cps[id] {
-		if e >= below {
-			continue
+		if e < below {
+			if err := check(cp.fence, f); err != nil {
+				return 0, fmt.Errorf("checkpoint %d of job %s: %w", e, id, err)
+			}
 		}
-		if err := check(cp.fence, f); err != nil {
-			return n, fmt.Errorf("checkpoint %d of job %s: %w", e, id, err)
+	}
+	n := 0
+	for e := range s.cps[id] {
+		if e < below {
+			delete(s.cps[id], e)
+			n++
 		}
-		delete(s.cps[id], e)
-		n++
 	}
 	if n > 0 {
 		s.writes++

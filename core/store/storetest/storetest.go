@@ -645,6 +645,23 @@ func runCheckpoints(t *testing.T, newStore NewStore) {
 		}
 		wantEqual(t, "checkpoint after a fenced update", cps[0], newer)
 	})
+	t.Run("CreateRaisesTheJobFence", func(t *testing.T) {
+		s := newStore(t)
+		id := JobID(t, "k")
+		st := mustPutStatus(t, s, 1, Status(id))
+		mustCreate(t, s, 2, Checkpoint(id, 1))
+		_, err := s.PutStatus(ctx(t), 1, st)
+		wantIs(t, err, store.ErrFenced)
+	})
+	t.Run("DeleteFencedByStatus", func(t *testing.T) {
+		s := newStore(t)
+		id := JobID(t, "k")
+		mustCreate(t, s, 1, Checkpoint(id, 1))
+		mustPutStatus(t, s, 2, Status(id))
+		_, err := s.DeleteCheckpoints(ctx(t), 1, id, 2)
+		wantIs(t, err, store.ErrFenced)
+		wantEpochs(t, s, id, 1)
+	})
 	t.Run("DeleteFenced", func(t *testing.T) {
 		s := newStore(t)
 		id := JobID(t, "k")
