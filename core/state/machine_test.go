@@ -1,8 +1,11 @@
 package state
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -770,4 +773,55 @@ func TestTakeoverOfRunningJobStartsNewRun(t *testing.T) {
 		t.Fatal("the predecessor's workers were not stopped")
 	}
 	h.bringUp()
+}
+
+// records keeps the messages of the log records a job writes.
+type records struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *records) Enabled(context.Context, slog.Level) bool { return true }
+func (r *records) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Message)
+	return nil
+}
+func (r *records) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *records) WithGroup(string) slog.Handler      { return r }
+
+func (r *records) count(msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}
+
+func TestRunningLogsJobRunningPeriodically(t *testing.T) {
+	h := newHarness(t, testConfig())
+	logs := &records{}
+	h.deps.Log = slog.New(logs)
+	h.m = NewMachine(h.deps, h.m.Context().Config, job.Status{})
+	h.start()
+	h.bringUp()
+	for elapsed := time.Duration(0); elapsed < 150*time.Second; elapsed += 5 * time.Second {
+		h.heartbeats()
+		h.advance(5 * time.Second)
+		if c := h.commands(); c.Checkpoint != nil && c.Checkpoint.Epoch > h.lastEp {
+			h.lastEp = c.Checkpoint.Epoch
+			h.answerCheckpoint()
+		}
+	}
+	if got := logs.count("job_running"); got != 2 {
+		t.Fatalf("%d job_running events in 150 s, want 2 (every 60 s)", got)
+	}
+	if got := logs.count("state transition"); got != 2 {
+		t.Fatalf("transitions logged: %d, want 2 (Created → Scheduling → Running)", got)
+	}
 }
