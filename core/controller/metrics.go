@@ -15,10 +15,11 @@ type taskMetrics struct {
 	watermarkMs           int64
 }
 
-// sample is the job's record totals at one aggregation, for rates.
+// sample is the job's totals at one aggregation, for rates.
 type sample struct {
-	at      time.Duration
-	in, out uint64
+	at                time.Duration
+	in, out           uint64
+	bytesIn, bytesOut uint64
 }
 
 type metrics struct {
@@ -85,7 +86,7 @@ func (c *JobController) aggregate(now time.Duration) telemetry.JobMetrics {
 		m.WatermarkLag = max(c.clock.Now().Sub(time.UnixMilli(lowWM)), 0)
 	}
 
-	cur := sample{at: now, in: m.RecordsIn, out: m.RecordsOut}
+	cur := sample{at: now, in: m.RecordsIn, out: m.RecordsOut, bytesIn: m.BytesIn, bytesOut: m.BytesOut}
 	c.pushSample(cur)
 	// The oldest sample still inside the window is the rate's base.
 	for c.size > 1 && now-c.samples[c.head].at > c.settings.MetricsWindow {
@@ -96,6 +97,8 @@ func (c *JobController) aggregate(now time.Duration) telemetry.JobMetrics {
 	if secs := (cur.at - base.at).Seconds(); secs > 0 {
 		m.RecordsInRate = rate(base.in, cur.in, secs)
 		m.RecordsOutRate = rate(base.out, cur.out, secs)
+		m.BytesInRate = rate(base.bytesIn, cur.bytesIn, secs)
+		m.BytesOutRate = rate(base.bytesOut, cur.bytesOut, secs)
 	}
 	return m
 }

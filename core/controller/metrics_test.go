@@ -40,7 +40,7 @@ func TestMetricsAreAggregatedEveryInterval(t *testing.T) {
 	}
 
 	h.advance(2*time.Second - time.Millisecond)
-	beat("w-0", protocol.TaskMetrics{Operator: "src", Subtask: 0, RecordsIn: 300, RecordsOut: 100})
+	beat("w-0", protocol.TaskMetrics{Operator: "src", Subtask: 0, RecordsIn: 300, RecordsOut: 100, BytesIn: 5000, BytesOut: 4000})
 	h.expectContinue()
 	if n := len(h.rec.metricCalls()); n != 1 {
 		t.Fatalf("exported again before the interval: %d", n)
@@ -55,6 +55,11 @@ func TestMetricsAreAggregatedEveryInterval(t *testing.T) {
 	// the lag is src[1]'s: 1 s then, 3 s now.
 	if m := got[1]; m.RecordsIn != 450 || m.RecordsInRate != 100 || m.WatermarkLag != 3*time.Second {
 		t.Errorf("second export = %+v", m)
+	}
+	// Bytes in: 1000 → 5000 (src[0]) in 2 s; bytes out: 10 → 4000 (sink[0]
+	// reports no more, src[0] now 4000; sink[0]'s 10 stays in the total).
+	if m := got[1]; m.BytesInRate != 2000 || m.BytesOutRate != 2000 {
+		t.Errorf("bytes rates = %v in, %v out; want 2000 and 2000", m.BytesInRate, m.BytesOutRate)
 	}
 	if h.c.Metrics() != got[1] {
 		t.Errorf("Metrics() = %+v, want the last export", h.c.Metrics())

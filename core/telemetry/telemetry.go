@@ -12,8 +12,10 @@ import (
 type JobMetrics struct {
 	RecordsIn, RecordsOut uint64
 	BytesIn, BytesOut     uint64
-	// RecordsInRate and RecordsOutRate are per second over the metrics window.
+	// RecordsInRate, RecordsOutRate, BytesInRate and BytesOutRate are per
+	// second over the metrics window.
 	RecordsInRate, RecordsOutRate float64
+	BytesInRate, BytesOutRate     float64
 	// Backpressure is the worst of any subtask, 0 to 1.
 	Backpressure float64
 	// WatermarkLag is now minus the lowest subtask watermark (0 if none).

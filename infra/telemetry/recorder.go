@@ -72,14 +72,6 @@ type liveJob struct {
 	epoch    int64 // last completed checkpoint, 0 if none
 	metrics  coretelemetry.JobMetrics
 	reported bool // metrics holds a report
-
-	// The bytes rate is derived from two reports in a row: the byte
-	// totals of the earlier one and when it came.
-	sampled                   bool
-	sampledAt                 time.Time
-	bytesIn, bytesOut         uint64
-	bytesInRate, bytesOutRate float64
-	bytesRateIsMeasured       bool
 }
 
 // NewRecorder makes the instruments from mp (Telemetry.MeterProvider) and
@@ -123,7 +115,7 @@ func NewRecorder(mp metric.MeterProvider, clk clock.Clock) (*Recorder, error) {
 		metric.WithDescription("Records per second into the job's sources (in) and out of its sinks (out), over the metrics window"))
 	add(err)
 	bytes, err := m.Float64ObservableGauge(MetricBytesRate, metric.WithUnit("By/s"),
-		metric.WithDescription("Bytes per second in and out, between the last two reports"))
+		metric.WithDescription("Bytes per second in and out, over the metrics window"))
 	add(err)
 	backpressure, err := m.Float64ObservableGauge(MetricBackpressure, metric.WithUnit("1"),
 		metric.WithDescription("Worst backpressure of any subtask, from 0 to 1"))
@@ -153,10 +145,8 @@ func NewRecorder(mp metric.MeterProvider, clk clock.Clock) (*Recorder, error) {
 			}
 			o.ObserveFloat64(records, j.metrics.RecordsInRate, withDirection(j.attrs, in))
 			o.ObserveFloat64(records, j.metrics.RecordsOutRate, withDirection(j.attrs, out))
-			if j.bytesRateIsMeasured {
-				o.ObserveFloat64(bytes, j.bytesInRate, withDirection(j.attrs, in))
-				o.ObserveFloat64(bytes, j.bytesOutRate, withDirection(j.attrs, out))
-			}
+			o.ObserveFloat64(bytes, j.metrics.BytesInRate, withDirection(j.attrs, in))
+			o.ObserveFloat64(bytes, j.metrics.BytesOutRate, withDirection(j.attrs, out))
 			o.ObserveFloat64(backpressure, j.metrics.Backpressure, attrs)
 			o.ObserveFloat64(lag, j.metrics.WatermarkLag.Seconds(), attrs)
 		}
@@ -230,26 +220,12 @@ func (r *Recorder) Restarted(id job.ID, restarts int) {
 	r.live(id).restarts = restarts
 }
 
-// Metrics keeps a job's latest aggregate for the gauges. The bytes rate is
-// measured between this report and the one before; byte totals that went
-// down (the job restarted) start the measurement again.
+// Metrics keeps a job's latest aggregate for the gauges; its rates are
+// the core's, over its metrics window.
 func (r *Recorder) Metrics(id job.ID, m coretelemetry.JobMetrics) {
-	now := r.clock.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	j := r.live(id)
 	j.metrics = m
 	j.reported = true
-	dt := now.Sub(j.sampledAt).Seconds()
-	if j.sampled && dt <= 0 {
-		return // no time has passed to measure a rate over
-	}
-	if j.sampled {
-		j.bytesRateIsMeasured = m.BytesIn >= j.bytesIn && m.BytesOut >= j.bytesOut
-		if j.bytesRateIsMeasured {
-			j.bytesInRate = float64(m.BytesIn-j.bytesIn) / dt
-			j.bytesOutRate = float64(m.BytesOut-j.bytesOut) / dt
-		}
-	}
-	j.sampled, j.sampledAt, j.bytesIn, j.bytesOut = true, now, m.BytesIn, m.BytesOut
 }
