@@ -163,8 +163,11 @@ func TestItemSizeFollowsDynamoDBsRules(t *testing.T) {
 		"flag": &types.AttributeValueMemberBOOL{Value: true},                                                                        // 4 + 1
 		"m":    &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"k": &types.AttributeValueMemberS{Value: "v"}}}, // 1 + 3 + (1+1+1)
 		"l":    &types.AttributeValueMemberL{Value: []types.AttributeValue{&types.AttributeValueMemberNULL{Value: true}}},           // 1 + 3 + (1+1)
+		"ss":   &types.AttributeValueMemberSS{Value: []string{"ab", "c"}},                                                           // 2 + 2 + 1
+		"ns":   &types.AttributeValueMemberNS{Value: []string{"12345", "-7"}},                                                       // 2 + 4 + 2
+		"bs":   &types.AttributeValueMemberBS{Value: [][]byte{make([]byte, 3), make([]byte, 2)}},                                    // 2 + 3 + 2
 	}
-	if got, want := itemSize(item), 12+5+101+5+7+6; got != want {
+	if got, want := itemSize(item), 12+5+101+5+7+6+5+8+7; got != want {
 		t.Fatalf("itemSize = %d, want %d", got, want)
 	}
 }

@@ -1,14 +1,17 @@
 package dynamo_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/store"
@@ -46,6 +49,56 @@ func TestStoreConformance(t *testing.T) {
 	// One table for the whole suite: the suite names every job after its
 	// subtest, so subtests never meet.
 	storetest.Run(t, func(*testing.T) store.Store { return s }, opts...)
+}
+
+// An endpoint that sends no stored item with a failed condition (no
+// ALL_OLD support) must not change how a refusal is classified: the store
+// reads the item instead. The whole suite runs through a client that drops
+// those items.
+func TestRefusalsAreClassifiedWithoutTheReturnedItem(t *testing.T) {
+	cfg, env := stack(t)
+	var dropped atomic.Int64
+	db := dynamo.NewClient(cfg, func(o *dynamodb.Options) {
+		o.APIOptions = append(o.APIOptions, dropReturnedItems(&dropped))
+	})
+	s, err := dynamo.NewStore(db, env[resources.EnvJobsTable])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts []storetest.Option
+	if !atomicConditions(t, cfg, env[resources.EnvJobsTable]) {
+		opts = append(opts, storetest.SkipRaces(raceSkip))
+	}
+	storetest.Run(t, func(*testing.T) store.Store { return s }, opts...)
+	if dropped.Load() == 0 {
+		t.Fatal("no failed condition came back with an item to drop, so the fallback read was never exercised")
+	}
+}
+
+// dropReturnedItems removes the item a failed condition returns, from a
+// single-item write and from every cancellation reason of a transaction,
+// counting what it removed.
+func dropReturnedItems(dropped *atomic.Int64) func(*middleware.Stack) error {
+	return func(st *middleware.Stack) error {
+		return st.Initialize.Add(middleware.InitializeMiddlewareFunc("DropReturnedItems", func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			out, md, err := next.HandleInitialize(ctx, in)
+			var ccf *types.ConditionalCheckFailedException
+			if errors.As(err, &ccf) && ccf.Item != nil {
+				ccf.Item = nil
+				dropped.Add(1)
+			}
+			var tce *types.TransactionCanceledException
+			if errors.As(err, &tce) {
+				for i := range tce.CancellationReasons {
+					if tce.CancellationReasons[i].Item != nil {
+						tce.CancellationReasons[i].Item = nil
+						dropped.Add(1)
+					}
+				}
+			}
+			return out, md, err
+		}), middleware.Before)
+	}
 }
 
 func TestCheckAcceptsTheTemplatesTables(t *testing.T) {
