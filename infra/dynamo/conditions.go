@@ -89,6 +89,60 @@ func (s *Store) storedAfterFailure(ctx context.Context, k map[string]types.Attri
 	return storedOf(out.Item), nil
 }
 
+// updateInput is an UpdateItem of item k with expr's update and condition.
+// rv selects what a successful update returns; should the condition fail,
+// DynamoDB sends the item as it was with the error (ALL_OLD).
+func updateInput(table string, k map[string]types.AttributeValue, expr expression.Expression, rv types.ReturnValue) *dynamodb.UpdateItemInput {
+	return &dynamodb.UpdateItemInput{
+		TableName:                           &table,
+		Key:                                 k,
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValues:                        rv,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}
+}
+
+// updateIf runs a conditional update of item k on the Jobs table and
+// returns what rv selects of the updated item. refused reports a failed
+// condition, with cur what the item held; err is then only a failure to
+// learn that.
+func (s *Store) updateIf(ctx context.Context, k map[string]types.AttributeValue, expr expression.Expression, rv types.ReturnValue) (attrs map[string]types.AttributeValue, cur stored, refused bool, err error) {
+	out, err := s.db.UpdateItem(ctx, updateInput(s.table, k, expr, rv))
+	if cur, refused, err = s.refusal(ctx, k, err); refused || err != nil {
+		return nil, cur, refused, err
+	}
+	return out.Attributes, stored{}, false, nil
+}
+
+// putIf puts item, whose key is k, if expr's condition holds. A failed
+// condition is reported as by updateIf.
+func (s *Store) putIf(ctx context.Context, k, item map[string]types.AttributeValue, expr expression.Expression) (cur stored, refused bool, err error) {
+	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                           &s.table,
+		Item:                                item,
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	return s.refusal(ctx, k, err)
+}
+
+// refusal tells a failed condition of a write on k (refused, with what the
+// item held, or the error of reading it) from any other outcome of the
+// write (err as it came).
+func (s *Store) refusal(ctx context.Context, k map[string]types.AttributeValue, err error) (cur stored, refused bool, rerr error) {
+	old, failed := conditionFailure(err)
+	if !failed {
+		return stored{}, false, err
+	}
+	cur, rerr = s.storedAfterFailure(ctx, k, old)
+	return cur, true, rerr
+}
+
 func fencedError(what string, f store.Fence, st stored) error {
 	return fmt.Errorf("%s was written under fence %d, this controller holds fence %d (%w): stop acting and let the new leader work", what, st.fence, f, store.ErrFenced)
 }

@@ -315,16 +315,7 @@ func (l *Lease) take(ctx context.Context, rec *leaseRecord) (*grant, error) {
 		return nil, fmt.Errorf("build lease update: %w", err)
 	}
 	sentAt := clk.Now()
-	out, err := l.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                           &l.cfg.Table,
-		Key:                                 l.key(),
-		UpdateExpression:                    expr.Update(),
-		ConditionExpression:                 expr.Condition(),
-		ExpressionAttributeNames:            expr.Names(),
-		ExpressionAttributeValues:           expr.Values(),
-		ReturnValues:                        types.ReturnValueAllNew,
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
+	out, err := l.db.UpdateItem(ctx, updateInput(l.cfg.Table, l.key(), expr, types.ReturnValueAllNew))
 	var now *leaseRecord
 	if old, failed := conditionFailure(err); failed {
 		// A retry of an attempt that did succeed fails its condition
@@ -521,15 +512,7 @@ func (g *grant) write(ctx context.Context, extra func(expression.UpdateBuilder) 
 	if err != nil {
 		return rvn, renewUnknown, fmt.Errorf("build lease update: %w", err)
 	}
-	_, err = l.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                           &l.cfg.Table,
-		Key:                                 l.key(),
-		UpdateExpression:                    expr.Update(),
-		ConditionExpression:                 expr.Condition(),
-		ExpressionAttributeNames:            expr.Names(),
-		ExpressionAttributeValues:           expr.Values(),
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
+	_, err = l.db.UpdateItem(ctx, updateInput(l.cfg.Table, l.key(), expr, types.ReturnValueNone))
 	if old, failed := conditionFailure(err); failed {
 		rec, derr := decodeRecord(old)
 		if derr == nil && rec != nil && rec.RVN == rvn {

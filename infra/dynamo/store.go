@@ -106,20 +106,12 @@ func (s *Store) PutConfig(ctx context.Context, cfg job.Config) (job.Config, erro
 	if err != nil {
 		return job.Config{}, fmt.Errorf("build config condition: %w", err)
 	}
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                           &s.table,
-		Item:                                item,
-		ConditionExpression:                 expr.Condition(),
-		ExpressionAttributeNames:            expr.Names(),
-		ExpressionAttributeValues:           expr.Values(),
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	if old, failed := conditionFailure(err); failed {
-		st, rerr := s.storedAfterFailure(ctx, key(jobKey(cfg.JobID), skConfig), old)
-		if rerr != nil {
-			return job.Config{}, fmt.Errorf("config of job %s changed since version %d was read: %w", cfg.JobID, cfg.Version, rerr)
+	cur, refused, err := s.putIf(ctx, key(jobKey(cfg.JobID), skConfig), item, expr)
+	if refused {
+		if err != nil {
+			return job.Config{}, fmt.Errorf("config of job %s changed since version %d was read: %w", cfg.JobID, cfg.Version, err)
 		}
-		return job.Config{}, &store.ConflictError{What: "config", JobID: cfg.JobID, Expected: cfg.Version, Current: st.version}
+		return job.Config{}, &store.ConflictError{What: "config", JobID: cfg.JobID, Expected: cfg.Version, Current: cur.version}
 	}
 	if err != nil {
 		return job.Config{}, fmt.Errorf("write config of job %s: %w", cfg.JobID, err)
@@ -188,25 +180,16 @@ func (s *Store) PutStatus(ctx context.Context, f store.Fence, st job.Status) (jo
 	if err != nil {
 		return job.Status{}, fmt.Errorf("build status update: %w", err)
 	}
-	k := key(jobKey(st.JobID), skStatus)
-	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                           &s.table,
-		Key:                                 k,
-		UpdateExpression:                    expr.Update(),
-		ConditionExpression:                 expr.Condition(),
-		ExpressionAttributeNames:            expr.Names(),
-		ExpressionAttributeValues:           expr.Values(),
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	if old, failed := conditionFailure(err); failed {
-		cur, rerr := s.storedAfterFailure(ctx, k, old)
-		if rerr != nil {
-			return job.Status{}, fmt.Errorf("status of job %s: write rejected: %w", st.JobID, rerr)
-		}
-		if cur.fence > int64(f) {
+	_, cur, refused, err := s.updateIf(ctx, key(jobKey(st.JobID), skStatus), expr, types.ReturnValueNone)
+	if refused {
+		switch {
+		case err != nil:
+			return job.Status{}, fmt.Errorf("status of job %s: write rejected: %w", st.JobID, err)
+		case cur.fence > int64(f):
 			return job.Status{}, fencedError(fmt.Sprintf("status of job %s", st.JobID), f, cur)
+		default:
+			return job.Status{}, &store.ConflictError{What: "status", JobID: st.JobID, Expected: st.Version, Current: cur.version}
 		}
-		return job.Status{}, &store.ConflictError{What: "status", JobID: st.JobID, Expected: st.Version, Current: cur.version}
 	}
 	if err != nil {
 		return job.Status{}, fmt.Errorf("write status of job %s: %w", st.JobID, err)
@@ -256,28 +239,17 @@ func (s *Store) PutCommands(ctx context.Context, f store.Fence, c job.Commands) 
 	if err != nil {
 		return job.Commands{}, fmt.Errorf("build commands update: %w", err)
 	}
-	k := key(jobKey(c.JobID), skCommands)
-	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                           &s.table,
-		Key:                                 k,
-		UpdateExpression:                    expr.Update(),
-		ConditionExpression:                 expr.Condition(),
-		ExpressionAttributeNames:            expr.Names(),
-		ExpressionAttributeValues:           expr.Values(),
-		ReturnValues:                        types.ReturnValueUpdatedNew,
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	if old, failed := conditionFailure(err); failed {
-		cur, rerr := s.storedAfterFailure(ctx, k, old)
-		if rerr != nil {
-			return job.Commands{}, fmt.Errorf("commands of job %s: write rejected: %w", c.JobID, rerr)
+	attrs, cur, refused, err := s.updateIf(ctx, key(jobKey(c.JobID), skCommands), expr, types.ReturnValueUpdatedNew)
+	if refused {
+		if err != nil {
+			return job.Commands{}, fmt.Errorf("commands of job %s: write rejected: %w", c.JobID, err)
 		}
 		return job.Commands{}, fencedError(fmt.Sprintf("command record of job %s", c.JobID), f, cur)
 	}
 	if err != nil {
 		return job.Commands{}, fmt.Errorf("write commands of job %s: %w", c.JobID, err)
 	}
-	v, ok := numberAttr(out.Attributes, attrVersion)
+	v, ok := numberAttr(attrs, attrVersion)
 	if !ok {
 		return job.Commands{}, fmt.Errorf("write commands of job %s: DynamoDB returned no version", c.JobID)
 	}
@@ -348,21 +320,11 @@ func (s *Store) reserveEpoch(ctx context.Context, f store.Fence, id job.ID, epoc
 	if err != nil {
 		return fmt.Errorf("build epoch counter update: %w", err)
 	}
-	k := key(jobKey(id), skStatus)
-	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                           &s.table,
-		Key:                                 k,
-		UpdateExpression:                    expr.Update(),
-		ConditionExpression:                 expr.Condition(),
-		ExpressionAttributeNames:            expr.Names(),
-		ExpressionAttributeValues:           expr.Values(),
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	if old, failed := conditionFailure(err); failed {
-		cur, rerr := s.storedAfterFailure(ctx, k, old)
+	_, cur, refused, err := s.updateIf(ctx, key(jobKey(id), skStatus), expr, types.ReturnValueNone)
+	if refused {
 		switch {
-		case rerr != nil:
-			return fmt.Errorf("reserve checkpoint epoch %d of job %s: rejected: %w", epoch, id, rerr)
+		case err != nil:
+			return fmt.Errorf("reserve checkpoint epoch %d of job %s: rejected: %w", epoch, id, err)
 		case cur.fence > int64(f):
 			return fencedError(fmt.Sprintf("epoch counter of job %s", id), f, cur)
 		default:
@@ -415,20 +377,11 @@ func (s *Store) UpdateCheckpoint(ctx context.Context, f store.Fence, cp job.Chec
 	if err != nil {
 		return fmt.Errorf("build checkpoint condition: %w", err)
 	}
-	k := key(jobKey(cp.JobID), checkpointKey(cp.Epoch))
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                           &s.table,
-		Item:                                item,
-		ConditionExpression:                 expr.Condition(),
-		ExpressionAttributeNames:            expr.Names(),
-		ExpressionAttributeValues:           expr.Values(),
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	if old, failed := conditionFailure(err); failed {
-		cur, rerr := s.storedAfterFailure(ctx, k, old)
+	cur, refused, err := s.putIf(ctx, key(jobKey(cp.JobID), checkpointKey(cp.Epoch)), item, expr)
+	if refused {
 		switch {
-		case rerr != nil:
-			return fmt.Errorf("update checkpoint %d of job %s: rejected: %w", cp.Epoch, cp.JobID, rerr)
+		case err != nil:
+			return fmt.Errorf("update checkpoint %d of job %s: rejected: %w", cp.Epoch, cp.JobID, err)
 		case !cur.exists:
 			return fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, store.ErrNotFound)
 		default:
@@ -657,21 +610,11 @@ func (s *Store) Park(ctx context.Context, id job.ID, configVersion int64) error 
 	if err != nil {
 		return fmt.Errorf("build park update: %w", err)
 	}
-	k := key(jobKey(id), skConfig)
-	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                           &s.table,
-		Key:                                 k,
-		UpdateExpression:                    expr.Update(),
-		ConditionExpression:                 expr.Condition(),
-		ExpressionAttributeNames:            expr.Names(),
-		ExpressionAttributeValues:           expr.Values(),
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	if old, failed := conditionFailure(err); failed {
-		cur, rerr := s.storedAfterFailure(ctx, k, old)
+	_, cur, refused, err := s.updateIf(ctx, key(jobKey(id), skConfig), expr, types.ReturnValueNone)
+	if refused {
 		switch {
-		case rerr != nil:
-			return fmt.Errorf("park job %s: rejected: %w", id, rerr)
+		case err != nil:
+			return fmt.Errorf("park job %s: rejected: %w", id, err)
 		case !cur.exists:
 			return fmt.Errorf("config of job %s: %w", id, store.ErrNotFound)
 		default:
