@@ -23,8 +23,10 @@ type Machine struct {
 	c   *Context
 	cur State
 
-	// pending is a transition decided but not yet persisted.
-	pending *Transition
+	// pending is a transition decided but not yet persisted; deferred: a
+	// config version arrived meanwhile and is due to the next state.
+	pending  *Transition
+	deferred bool
 	// entering: the current state's Enter has not yet succeeded.
 	entering bool
 	// failures counts consecutive failed steps of the current state;
@@ -142,12 +144,15 @@ func (m *Machine) Config(ctx context.Context, cfg job.Config) error {
 	m.c.Status.ConfigVersion = cfg.Version
 	m.c.MarkDirty()
 	m.c.log.Info("config version seen", "version", cfg.Version, "state", m.cur.Name(), "stop", cfg.Stop)
-	if m.pending != nil || m.entering {
-		// The next attempt of Enter sees the new config; a pending move is
-		// completed first and the new state reads the config.
+	if m.pending != nil {
+		// A decided move is completed first; the state it leads to is
+		// then given this config (see Tick).
+		m.deferred = true
 		m.flush(ctx)
 		return m.lost
 	}
+	// Even a state whose Enter is being retried hears the config: a
+	// force stop must not wait for a launcher or store to recover.
 	m.step(ctx, func() (Transition, error) { return m.cur.Config(ctx, m.c, cfg) }, false)
 	return m.lost
 }
@@ -179,6 +184,10 @@ func (m *Machine) Tick(ctx context.Context) error {
 		tr := *m.pending
 		m.pending = nil
 		m.move(ctx, tr)
+		if m.deferred && m.pending == nil && m.lost == nil {
+			m.deferred = false
+			m.step(ctx, func() (Transition, error) { return m.cur.Config(ctx, m.c, m.c.Config) }, false)
+		}
 	case m.entering:
 		m.step(ctx, func() (Transition, error) { return m.enter(ctx) }, true)
 	default:

@@ -214,8 +214,18 @@ func TestForceStopInEveryNonTerminalState(t *testing.T) {
 			h.advanceUntil(job.Recovering, h.deps.Settings.HeartbeatTimeout+time.Second)
 		},
 	}
+	// Failing waits only while tearing down fails: it retries in place.
+	reach[job.Failing] = func(h *harness) {
+		h.start()
+		h.bringUp()
+		h.fleet.failNext = errTransient
+		h.send(h.envelope("w-0", protocol.Event{Kind: protocol.TaskFailed, Operator: "map", Subtask: 0,
+			Error: "bad record", Domain: job.DomainUser, Retry: protocol.RetryNone}))
+		h.tick()
+	}
 	for _, s := range job.States {
-		if s.Terminal() || s == job.Created || s == job.Failing {
+		// Created is never waited in: Start moves on from it at once.
+		if s.Terminal() || s == job.Created {
 			continue
 		}
 		t.Run(string(s), func(t *testing.T) {
@@ -823,5 +833,23 @@ func TestRunningLogsJobRunningPeriodically(t *testing.T) {
 	}
 	if got := logs.count("state transition"); got != 2 {
 		t.Fatalf("transitions logged: %d, want 2 (Created → Scheduling → Running)", got)
+	}
+}
+
+// A config version that arrives while a decided move cannot be persisted
+// reaches the state the move leads to.
+func TestConfigDuringPendingMoveReachesTheNextState(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.start()
+	h.bringUp()
+	h.store.failing("PutStatus", 3)
+	h.update(func(c *job.Config) { c.RestartNonce, c.RestartMode = "r1", job.RestartSafe })
+	if h.m.State() != job.Running {
+		t.Fatalf("state = %s, want Running while the move is unpersisted", h.m.State())
+	}
+	h.update(func(c *job.Config) { c.Stop = job.StopForce })
+	h.advanceUntil(job.Stopped, 10*time.Second)
+	if !h.fleet.stopped(1) {
+		t.Fatal("workers not torn down")
 	}
 }
