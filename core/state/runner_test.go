@@ -56,12 +56,11 @@ func (rh *runnerHarness) sync() {
 	rh.deliver(env)
 }
 
-func TestRunnerTickHoldsUnderMessageFlood(t *testing.T) {
-	cfg := testConfig()
-	cfg.TTL = 20 * time.Second
-	rh := startRunner(t, cfg)
+// bringUp registers the workers and starts their tasks through the
+// runner, then lets one tick move the job to Running.
+func (rh *runnerHarness) bringUp() {
+	rh.t.Helper()
 	rh.sync()
-	// Bring the job up through the runner.
 	for w := range rh.byWorker() {
 		rh.deliver(rh.envelope(w, protocol.Event{Kind: protocol.WorkerRegistered, Slots: 1}))
 	}
@@ -75,8 +74,15 @@ func TestRunnerTickHoldsUnderMessageFlood(t *testing.T) {
 	rh.clk.Advance(200 * time.Millisecond)
 	rh.sync()
 	if got := rh.r.State(); got != job.Running {
-		t.Fatalf("state = %s, want Running", got)
+		rh.t.Fatalf("state = %s, want Running", got)
 	}
+}
+
+func TestRunnerTickHoldsUnderMessageFlood(t *testing.T) {
+	cfg := testConfig()
+	cfg.TTL = 20 * time.Second
+	rh := startRunner(t, cfg)
+	rh.bringUp()
 	ticksBefore := rh.r.Ticks()
 	start := rh.clk.Now()
 	// A heartbeat every 2 ms for 19.9 s: ten thousand messages, and the
@@ -108,19 +114,7 @@ func TestRunnerTickHoldsUnderMessageFlood(t *testing.T) {
 
 func TestRunnerDetectsSilentWorkerUnderFlood(t *testing.T) {
 	rh := startRunner(t, testConfig())
-	rh.sync()
-	for w := range rh.byWorker() {
-		rh.deliver(rh.envelope(w, protocol.Event{Kind: protocol.WorkerRegistered, Slots: 1}))
-	}
-	for w, as := range rh.byWorker() {
-		var evs []protocol.Event
-		for _, a := range as {
-			evs = append(evs, protocol.Event{Kind: protocol.TaskStarted, Operator: a.OperatorID, Subtask: a.Subtask})
-		}
-		rh.deliver(rh.envelope(w, evs...))
-	}
-	rh.clk.Advance(200 * time.Millisecond)
-	rh.sync()
+	rh.bringUp()
 	// w-0 floods, w-1 falls silent.
 	timeout := rh.deps.Settings.HeartbeatTimeout
 	start := rh.clk.Now()
