@@ -793,17 +793,7 @@ func runConcurrency(t *testing.T, newStore NewStore) {
 			})
 		}
 		wg.Wait()
-		won := 0
-		for _, err := range errs {
-			switch {
-			case err == nil:
-				won++
-			case errors.Is(err, store.ErrConflict):
-			default:
-				t.Fatalf("racing PutConfig: %v", err)
-			}
-		}
-		if won != 1 {
+		if won := winners(t, "PutConfig", errs); won != 1 {
 			t.Fatalf("%d of %d racing creates succeeded, want exactly 1", won, n)
 		}
 	})
@@ -821,20 +811,27 @@ func runConcurrency(t *testing.T, newStore NewStore) {
 			})
 		}
 		wg.Wait()
-		won := 0
-		for _, err := range errs {
-			switch {
-			case err == nil:
-				won++
-			case errors.Is(err, store.ErrConflict):
-			default:
-				t.Fatalf("racing PutStatus: %v", err)
-			}
-		}
-		if won != 1 {
+		if won := winners(t, "PutStatus", errs); won != 1 {
 			t.Fatalf("%d of %d writers of version 1 succeeded, want exactly 1", won, n)
 		}
 	})
+}
+
+// winners counts the racing writes that succeeded; every other one must
+// have lost with a conflict.
+func winners(t *testing.T, op string, errs []error) int {
+	t.Helper()
+	won := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case errors.Is(err, store.ErrConflict):
+		default:
+			t.Fatalf("racing %s: %v", op, err)
+		}
+	}
+	return won
 }
 
 // RaceEpochs runs one writer per store, all for job id under one fence, each
