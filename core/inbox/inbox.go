@@ -2,7 +2,10 @@
 // controller: at-least-once, unordered, in batches.
 package inbox
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Delivery is one message as received. Handle is opaque to the core; the
 // adapter uses it to acknowledge or reject the message.
@@ -25,7 +28,24 @@ type Inbox interface {
 	// leaves them to be dead-lettered (on SQS: visible again at once, so the
 	// redrive policy moves them on a later receive).
 	Reject(ctx context.Context, ds []Delivery) error
+	// Release hands back messages the controller could not take now (their
+	// job's mailbox is full), undecided: they are delivered again after a
+	// short delay. Every delivery counts toward the redrive limit, as on
+	// SQS.
+	Release(ctx context.Context, ds []Delivery) error
 }
+
+// Runner is implemented by inboxes whose receiving needs goroutines of
+// their own (the SQS inbox's long polls). The manager runs it for exactly
+// the length of a tenure as leader, so a standby holds no message
+// invisible. Run returns once every goroutine it started has ended.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// ReleaseDelay is how long a released message stays hidden before it is
+// delivered again.
+const ReleaseDelay = 5 * time.Second
 
 // MaxBatch is the most messages one Receive returns (SQS's own limit).
 const MaxBatch = 10

@@ -157,13 +157,27 @@ func (m *Machine) Config(ctx context.Context, cfg job.Config) error {
 	return m.lost
 }
 
-// Message hands a worker envelope to the current state. Envelopes of other
-// runs are dropped here: they can never affect the current run.
+// Accepting reports whether the Machine can act on a worker message now.
+// While a state's entry is retried or a decided move is unsaved it cannot:
+// the run the message speaks of may not be set up yet, so the message
+// waits (in the job's mailbox) instead of being dropped.
+func (m *Machine) Accepting() bool {
+	return m.lost == nil && !m.entering && m.pending == nil
+}
+
+// Message hands a worker envelope to the current state. Call it only while
+// Accepting. Envelopes of other runs are dropped here, with a log line:
+// they can never affect the current run.
 func (m *Machine) Message(ctx context.Context, env *protocol.Envelope) error {
 	if m.lost != nil {
 		return m.lost
 	}
-	if env.RunID != m.c.Status.RunID || m.entering || m.pending != nil {
+	if env.RunID != m.c.Status.RunID {
+		m.c.log.Info("worker message of another run dropped", "worker", env.WorkerID,
+			"message_run_id", env.RunID, "run_id", m.c.Status.RunID, "seq", env.Seq)
+		return nil
+	}
+	if !m.Accepting() {
 		return nil
 	}
 	m.step(ctx, func() (Transition, error) { return m.cur.Message(ctx, m.c, env) }, false)

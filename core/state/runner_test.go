@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 type runnerHarness struct {
 	*harness
 	r      *Runner
+	mb     *Mailbox
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -24,7 +26,8 @@ func startRunner(t *testing.T, cfg job.Config) *runnerHarness {
 	h := newHarness(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	rh := &runnerHarness{harness: h, cancel: cancel, done: make(chan error, 1)}
-	rh.r = NewRunner(h.m, nil)
+	rh.mb = NewMailbox(0)
+	rh.r = NewRunner(h.m, rh.mb, nil)
 	go func() { rh.done <- rh.r.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -40,7 +43,7 @@ func (rh *runnerHarness) deliver(env *protocol.Envelope) {
 	rh.t.Helper()
 	var wg sync.WaitGroup
 	wg.Add(1)
-	if err := rh.r.Message(context.Background(), Inbound{Env: env, Done: wg.Done}); err != nil {
+	if err := rh.mb.Put(Inbound{Env: env, Done: wg.Done}); err != nil {
 		rh.t.Fatal(err)
 	}
 	wg.Wait()
@@ -132,12 +135,12 @@ func TestRunnerParksAJobAtRest(t *testing.T) {
 	cfg.Stop = job.StopImmediate
 	h := newHarness(t, cfg)
 	parked := make(chan int64, 1)
-	r := NewRunner(h.m, func(_ context.Context, id job.ID, v int64) error {
+	r := NewRunner(h.m, NewMailbox(0), func(_ context.Context, id job.ID, v int64) error {
 		parked <- v
 		return h.store.Park(context.Background(), id, v)
 	})
-	if err := r.Run(context.Background()); err != nil {
-		t.Fatal(err)
+	if err := r.Run(context.Background()); !errors.Is(err, ErrParked) {
+		t.Fatalf("Run = %v, want ErrParked", err)
 	}
 	if v := <-parked; v != 1 {
 		t.Fatalf("parked at config version %d, want 1", v)

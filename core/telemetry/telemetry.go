@@ -28,6 +28,10 @@ type Recorder interface {
 	CheckpointFinished(id job.ID, epoch int64, took time.Duration, ok bool)
 	Restarted(id job.ID, restarts int)
 	Metrics(id job.ID, m JobMetrics)
+	// Forget drops what is reported of the job now (its gauges): this
+	// controller no longer runs it, because the job came to rest or the
+	// lease was lost, and a successor reports it from now on.
+	Forget(id job.ID)
 }
 
 // Nop discards everything.
@@ -37,3 +41,4 @@ func (Nop) Transition(job.ID, job.State, job.State, time.Duration) {}
 func (Nop) CheckpointFinished(job.ID, int64, time.Duration, bool)  {}
 func (Nop) Restarted(job.ID, int)                                  {}
 func (Nop) Metrics(job.ID, JobMetrics)                             {}
+func (Nop) Forget(job.ID)                                          {}

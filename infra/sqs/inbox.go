@@ -241,6 +241,13 @@ func (in *Inbox) Reject(ctx context.Context, ds []inbox.Delivery) error {
 	return in.changeVisibility(ctx, ds, 0)
 }
 
+// Release hands messages back undecided: they become visible again after
+// inbox.ReleaseDelay and are delivered again (each delivery counts toward
+// the queue's maxReceiveCount, as every receive does).
+func (in *Inbox) Release(ctx context.Context, ds []inbox.Delivery) error {
+	return in.changeVisibility(ctx, in.release(ds), inbox.ReleaseDelay)
+}
+
 // release stops extending ds and drops duplicate receipt handles.
 func (in *Inbox) release(ds []inbox.Delivery) []inbox.Delivery {
 	in.mu.Lock()

@@ -229,3 +229,11 @@ func (r *Recorder) Metrics(id job.ID, m coretelemetry.JobMetrics) {
 	j.metrics = m
 	j.reported = true
 }
+
+// Forget stops observing a job's gauges: another controller (or none, for
+// a job at rest) reports it now, and two series for one job would mislead.
+func (r *Recorder) Forget(id job.ID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.jobs, id)
+}

@@ -63,9 +63,11 @@ type Stats struct {
 	Redelivered  int // deliveries of a message received before
 	Acked        int // messages deleted
 	Rejected     int // messages made visible again by Reject
+	Released     int // messages handed back undecided by Release
 	DeadLettered int // messages moved to the dead-letter list
 	AckCalls     int
 	RejectCalls  int
+	ReleaseCalls int
 }
 
 // Inbox is safe for concurrent use. Receive blocks in its caller's
@@ -292,6 +294,16 @@ func (in *Inbox) Reject(ctx context.Context, ds []inbox.Delivery) error {
 		in.stats.Rejected++
 		in.wakeLocked()
 	}, &in.stats.RejectCalls)
+}
+
+// Release hides messages for inbox.ReleaseDelay, keeping their receive
+// count, after which they are delivered again.
+func (in *Inbox) Release(ctx context.Context, ds []inbox.Delivery) error {
+	return in.settle(ctx, ds, func(m *message, _ int) {
+		m.hidden = in.clk.Now().Add(inbox.ReleaseDelay)
+		in.stats.Released++
+		in.wakeLocked()
+	}, &in.stats.ReleaseCalls)
 }
 
 func (in *Inbox) settle(ctx context.Context, ds []inbox.Delivery, act func(m *message, i int), calls *int) error {

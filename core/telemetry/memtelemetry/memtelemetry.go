@@ -47,6 +47,7 @@ type Recorder struct {
 	checkpoints []Checkpoint
 	restarts    []Restart
 	metrics     []Metrics
+	forgotten   []job.ID
 	changed     chan struct{} // closed (and replaced) on every call
 }
 
@@ -77,6 +78,18 @@ func (r *Recorder) Restarted(id job.ID, restarts int) {
 
 func (r *Recorder) Metrics(id job.ID, m telemetry.JobMetrics) {
 	r.record(func() { r.metrics = append(r.metrics, Metrics{id, m}) })
+}
+
+// Forget records that the job's gauges were dropped.
+func (r *Recorder) Forget(id job.ID) {
+	r.record(func() { r.forgotten = append(r.forgotten, id) })
+}
+
+// Forgotten returns the jobs whose gauges were dropped, in order.
+func (r *Recorder) Forgotten() []job.ID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]job.ID(nil), r.forgotten...)
 }
 
 // Transitions returns the recorded transitions, oldest first.
