@@ -80,7 +80,6 @@ func New(d Deps) (*Manager, error) {
 	return &Manager{d: d}, nil
 }
 
-
 // tenure is one Run: the jobs it runs and the goroutines it owns.
 type tenure struct {
 	d     Deps

@@ -21,6 +21,12 @@ func (s *CheckpointStopping) Enter(_ context.Context, c *Context) (Transition, e
 	return stay()
 }
 
+// Adopt carries on the stop: a final checkpoint already in flight is
+// awaited, otherwise one is taken.
+func (s *CheckpointStopping) Adopt(ctx context.Context, c *Context) (Transition, error) {
+	return adoptLive(ctx, c, s)
+}
+
 func (s *CheckpointStopping) Tick(ctx context.Context, c *Context) (Transition, error) {
 	done, err := s.final.step(ctx, c)
 	if errors.Is(err, errFinalCheckpoint) {

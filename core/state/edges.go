@@ -84,11 +84,14 @@ func findEdge(from, to job.State) (edge, error) {
 // from earlier runs can be recognised and ignored.
 func newRun(st *job.Status, _ time.Time) { st.RunID++ }
 
-// freshStart: a job scheduled again from rest starts with a clean slate.
+// freshStart: a job scheduled again from rest starts with a clean slate,
+// its TTL counting from the new start (else a restart after the TTL ran out
+// would launch a run only to stop it at once).
 func freshStart(st *job.Status, now time.Time) {
 	newRun(st, now)
 	st.Restarts = 0
 	st.Failure = nil
+	st.StartedAt = time.Time{}
 }
 
 func startedRunning(st *job.Status, now time.Time) {

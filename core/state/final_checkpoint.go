@@ -36,6 +36,13 @@ var errFinalCheckpoint = errors.New("final checkpoint not taken")
 func (f *finalCheckpoint) begin(c *Context) {
 	f.phase = awaitInFlight
 	f.deadline = c.Now().Add(c.Settings.FinalCheckpointTimeout)
+	if c.Controller == nil {
+		return
+	}
+	if epoch, thenStop, ok := c.Controller.InFlight(); ok && thenStop {
+		// An adopted run whose final checkpoint is already in flight.
+		f.phase, f.epoch = awaitFinal, epoch
+	}
 }
 
 // step moves the final checkpoint on. done is true once the checkpoint is

@@ -9,17 +9,29 @@ import (
 )
 
 // Finishing waits, after every source finished, for the rest of the
-// pipeline to drain and finish — bounded by the finishing time-out.
+// pipeline to drain and finish. The finishing time-out bounds only a wait
+// without progress: a pipeline whose sinks drain slowly (tasks finishing,
+// record counts moving) is waited for, since recovering it would replay a
+// bounded job from its last checkpoint; one that is stuck recovers.
 type Finishing struct {
 	base
 	deadline time.Time
+	activity uint64
 }
 
 func (*Finishing) Name() job.State { return job.Finishing }
 
 func (f *Finishing) Enter(_ context.Context, c *Context) (Transition, error) {
 	f.deadline = c.Now().Add(c.Settings.FinishingTimeout)
+	if c.Controller != nil {
+		f.activity = c.Controller.Activity()
+	}
 	return stay()
+}
+
+// Adopt carries on draining the run as it is.
+func (f *Finishing) Adopt(ctx context.Context, c *Context) (Transition, error) {
+	return adoptLive(ctx, c, f)
 }
 
 func (f *Finishing) Tick(ctx context.Context, c *Context) (Transition, error) {
@@ -36,9 +48,13 @@ func (f *Finishing) Tick(ctx context.Context, c *Context) (Transition, error) {
 		}
 		return to(&Finished{}, "every task finished")
 	}
+	if a := ctl.Activity(); a != f.activity {
+		f.activity = a
+		f.deadline = c.Now().Add(c.Settings.FinishingTimeout)
+	}
 	if c.Now().After(f.deadline) {
 		return Transition{}, Recover(job.DomainInternal, fmt.Errorf(
-			"sources finished but not every task finished within %s", c.Settings.FinishingTimeout))
+			"sources finished but the pipeline made no progress for %s (no task finished, no records moved)", c.Settings.FinishingTimeout))
 	}
 	return stay()
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/weirstream/weir/core/controller"
 	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/protocol"
 )
@@ -71,35 +72,103 @@ func (m *Machine) AtRest() bool {
 		m.c.Status.ConfigVersion >= m.c.Config.Version
 }
 
-// Start takes the job over: it resumes the stored state (a run that was
-// active under an earlier controller is rescheduled, since its in-memory
-// bookkeeping is gone), persists the status under this controller's fence
-// and reacts to a config version the job has not acted on.
+// Start takes the job over. A run an earlier controller left active is
+// adopted as it stands (same run id, same workers) where its state allows
+// (see adoptable); otherwise the stored state is resumed, which for an
+// active run means a new one. The status is persisted under this
+// controller's fence before anything else, then a config version the job
+// has not acted on is reacted to.
 func (m *Machine) Start(ctx context.Context) error {
 	stored := m.c.Status.State
-	m.cur = resume(m.c)
 	m.c.EnteredAt = m.c.Now()
-	if m.cur.Name() != stored {
-		m.c.log.Info("resuming job", "stored_state", stored, "state", m.cur.Name())
-		if m.cur.Name() == job.Scheduling {
-			newRun(&m.c.Status, m.c.Now())
+	adopted, err := m.adopt(ctx)
+	if err != nil {
+		return err
+	}
+	if adopted != nil {
+		m.cur = adopted
+	} else {
+		m.cur = resume(m.c)
+		if m.cur.Name() != stored {
+			m.c.log.Info("resuming job", "stored_state", stored, "state", m.cur.Name())
+			if m.cur.Name() == job.Scheduling {
+				newRun(&m.c.Status, m.c.Now())
+			}
+			m.c.Status.State = m.cur.Name()
+			m.c.Status.TransitionedAt = m.c.Now()
 		}
 	}
-	m.c.Status.State = m.cur.Name()
-	m.c.Status.TransitionedAt = m.c.Now()
 	// Claim the job under this fence before acting on it.
 	if err := m.persist(ctx); err != nil {
+		m.c.closeController()
 		return m.lostOr(err)
 	}
 	m.entering = true
-	m.step(ctx, func() (Transition, error) { return m.enter(ctx) }, true)
+	if adopted != nil {
+		m.step(ctx, func() (Transition, error) {
+			tr, err := adopted.Adopt(ctx, m.c)
+			if err == nil {
+				m.entering = false
+			}
+			return tr, err
+		}, true)
+	} else {
+		m.step(ctx, func() (Transition, error) { return m.enter(ctx) }, true)
+	}
 	if m.lost != nil {
 		return m.lost
 	}
 	return m.Config(ctx, m.c.Config)
 }
 
-// resume picks the state to continue in after a controller (re)start.
+// adopt rebuilds the controller of the run the job's stored state left
+// active, if that state can carry it on. A run that cannot be adopted (its
+// command record is of another run) gives nil, so a new run is started; a
+// store error is returned, so the take-over is retried rather than the
+// job restarted.
+func (m *Machine) adopt(ctx context.Context) (Adoptable, error) {
+	s := adoptable(m.c)
+	if s == nil {
+		return nil, nil
+	}
+	ctl, err := controller.Adopt(ctx, m.c.controllerDeps(), m.c.Config, m.c.Status)
+	if errors.Is(err, controller.ErrNotAdoptable) {
+		m.c.log.Warn("run not adopted; a new run starts", "state", m.c.Status.State, "run_id", m.c.Status.RunID, "err", err)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("adopt run %d of job %s: %w", m.c.Status.RunID, m.c.Status.JobID, err)
+	}
+	m.c.Controller = ctl
+	m.c.log.Info("job adopted", "state", s.Name(), "run_id", m.c.Status.RunID)
+	return s, nil
+}
+
+// adoptable is the state that carries on the run a job was left in, or nil
+// where the stored state cannot (Recovering and a force restart were
+// tearing the run down; a stop path is finished by resume).
+func adoptable(c *Context) Adoptable {
+	switch c.Status.State {
+	case job.Scheduling:
+		return &Scheduling{}
+	case job.Running:
+		return &Running{}
+	case job.Finishing:
+		return &Finishing{}
+	case job.CheckpointStopping:
+		return &CheckpointStopping{}
+	case job.Rescaling:
+		return &Rescaling{}
+	case job.Restarting:
+		if c.Config.RestartMode != job.RestartForce {
+			return &Restarting{Mode: job.RestartSafe}
+		}
+	}
+	return nil
+}
+
+// resume picks the state to continue in when the stored one is not
+// adopted.
 func resume(c *Context) State {
 	switch c.Status.State {
 	case job.Created:
@@ -123,8 +192,8 @@ func resume(c *Context) State {
 	case job.Finished:
 		return &Finished{}
 	default:
-		// Scheduling, Running, Finishing, Rescaling, Restarting, Recovering:
-		// the workers' run is unknown to this controller; start a new one.
+		// Scheduling, Running, Finishing, Rescaling, Restarting, Recovering
+		// whose run could not be adopted: start a new one.
 		return &Scheduling{}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -285,8 +286,65 @@ func TestFinishingTimesOut(t *testing.T) {
 	h.want(job.Finishing)
 	h.heartbeats()
 	h.advanceUntil(job.Recovering, 6*time.Second)
-	if !strings.Contains(failureMessage(h.m.Status()), "not every task finished within") {
+	if !strings.Contains(failureMessage(h.m.Status()), "made no progress for") {
 		t.Fatalf("failure = %q", failureMessage(h.m.Status()))
+	}
+}
+
+// A bounded job whose sinks drain slowly is waited for past the finishing
+// time-out as long as records keep moving: recovering it would replay it.
+func TestFinishingWaitsForSlowDrain(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.start()
+	h.bringUp()
+	h.eachTask(func(a job.TaskAssignment) protocol.Event {
+		if a.OperatorID == "source" {
+			return protocol.Event{Kind: protocol.TaskFinished, Operator: a.OperatorID, Subtask: a.Subtask}
+		}
+		return protocol.Event{Kind: protocol.TaskStarted, Operator: a.OperatorID, Subtask: a.Subtask}
+	})
+	h.tick()
+	h.want(job.Finishing)
+	timeout := h.deps.Settings.FinishingTimeout
+	records := uint64(0)
+	for elapsed := time.Duration(0); elapsed < 3*timeout; elapsed += 5 * time.Second {
+		records += 10 // a trickle, but progress
+		for w, as := range h.byWorker() {
+			env := h.envelope(w)
+			for _, a := range as {
+				env.Heartbeat.Metrics = append(env.Heartbeat.Metrics, protocol.TaskMetrics{
+					Operator: a.OperatorID, Subtask: a.Subtask, RecordsIn: records, RecordsOut: records})
+			}
+			h.send(env)
+		}
+		h.advance(5 * time.Second)
+	}
+	h.want(job.Finishing)
+	h.finishAll()
+	h.tick()
+	h.want(job.Finished)
+}
+
+// A job restarted from rest after its TTL ran out gets its TTL afresh from
+// the new start, instead of being stopped at once.
+func TestRestartFromRestCountsTTLAfresh(t *testing.T) {
+	cfg := testConfig()
+	cfg.TTL = time.Minute
+	h := newHarness(t, cfg)
+	h.start()
+	h.bringUp()
+	h.finishAll()
+	h.tick()
+	h.advanceUntil(job.Finished, time.Second)
+	h.advance(2 * time.Minute)
+	h.update(func(c *job.Config) { c.RestartNonce = "again" })
+	h.bringUp()
+	h.advance(time.Second)
+	h.heartbeats()
+	h.tick()
+	h.want(job.Running)
+	if got := h.m.Status().StartedAt; !got.Equal(h.clk.Now().Add(-time.Second)) && got.Before(h.clk.Now().Add(-2*time.Second)) {
+		t.Fatalf("started at %s, want the new start (now %s)", got, h.clk.Now())
 	}
 }
 
@@ -730,57 +788,111 @@ func mustConfig(h *harness, f func(*job.Config)) job.Config {
 	return cfg
 }
 
+// takeOver makes a successor Machine under fence 2 from what the store
+// holds, as a new leader would, and starts it.
+func (h *harness) takeOver() *Machine {
+	h.t.Helper()
+	cfg, err := h.store.GetConfig(h.ctx, "orders")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	st, err := h.store.GetStatus(h.ctx, "orders")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	deps := h.deps
+	deps.Fence = 2
+	old := h.m
+	h.m = NewMachine(deps, cfg, st)
+	h.start()
+	return old
+}
+
 // A controller that takes over finds the job Running under its
-// predecessor: the run is unknown to it, so it schedules a new one, and a
-// config version written while no controller ran is acted on.
-func TestTakeoverReschedulesAndSeesMissedConfig(t *testing.T) {
+// predecessor and a stop written while no controller ran: it adopts the
+// run and acts on the stop.
+func TestTakeoverSeesMissedConfig(t *testing.T) {
 	h := newHarness(t, testConfig())
 	h.start()
 	h.bringUp()
-	mustConfig(h, func(c *job.Config) { c.Stop = job.StopImmediate })
-
-	cfg, _ := h.store.GetConfig(h.ctx, "orders")
-	st, _ := h.store.GetStatus(h.ctx, "orders")
-	deps := h.deps
-	deps.Fence = 2
-	m := NewMachine(deps, cfg, st)
-	if err := m.Start(h.ctx); err != nil {
-		t.Fatal(err)
+	cfg := mustConfig(h, func(c *job.Config) { c.Stop = job.StopImmediate })
+	old := h.takeOver()
+	h.want(job.Stopping)
+	if h.m.Status().ConfigVersion != cfg.Version {
+		t.Fatalf("config version acted on = %d, want %d", h.m.Status().ConfigVersion, cfg.Version)
 	}
-	if m.State() != job.Stopped {
-		t.Fatalf("successor state = %s, want Stopped (stop written while no controller ran)", m.State())
+	if c := h.commands(); c.Stop == nil || c.Stop.Mode != job.StopImmediate || c.RunID != 1 {
+		t.Fatalf("command record = %+v, want an immediate stop of run 1", c)
 	}
-	if m.Status().ConfigVersion != cfg.Version {
-		t.Fatalf("config version acted on = %d, want %d", m.Status().ConfigVersion, cfg.Version)
-	}
+	h.finishAll()
+	h.tick()
+	h.want(job.Stopped)
 	// The old controller learns it lost the job at its next write (its next
 	// checkpoint), which the store refuses.
 	var err error
 	for i := 0; i < 100 && err == nil; i++ {
 		h.clk.Advance(time.Second)
-		err = h.m.Tick(h.ctx)
+		err = old.Tick(h.ctx)
 	}
 	if !errors.Is(err, ErrLostOwnership) {
 		t.Fatalf("old controller's tick: %v, want lost ownership", err)
 	}
 }
 
-func TestTakeoverOfRunningJobStartsNewRun(t *testing.T) {
+// A new leader adopts a Running job as it stands: same run, no worker
+// started or stopped, the checkpoint in flight finished from the workers'
+// reports, the next epoch above it, and a worker that is gone detected
+// within the heartbeat time-out of the take-over.
+func TestTakeoverAdoptsRunningJob(t *testing.T) {
 	h := newHarness(t, testConfig())
 	h.start()
 	h.bringUp()
-	cfg, _ := h.store.GetConfig(h.ctx, "orders")
-	st, _ := h.store.GetStatus(h.ctx, "orders")
-	deps := h.deps
-	deps.Fence = 2
-	h.m = NewMachine(deps, cfg, st)
+	h.waitCheckpoint()
+	inFlight := h.commands().Checkpoint.Epoch
+	h.takeOver()
+	h.want(job.Running)
+	if got := h.m.Status().RunID; got != 1 {
+		t.Fatalf("run id after take-over = %d, want 1 (adopted)", got)
+	}
+	if n := len(h.fleet.starts); n != 1 || h.fleet.stopped(1) {
+		t.Fatalf("launches = %d, run 1 stopped = %v: the take-over touched the workers", n, h.fleet.stopped(1))
+	}
+	if got := h.answerCheckpoint(); got != inFlight {
+		t.Fatalf("answered epoch %d, want the one in flight at take-over, %d", got, inFlight)
+	}
+	if !slices.Contains(h.readyEpochs(), inFlight) {
+		t.Fatalf("ready epochs %v lack %d, in flight at take-over", h.readyEpochs(), inFlight)
+	}
+	h.waitCheckpoint()
+	if next := h.commands().Checkpoint.Epoch; next <= inFlight {
+		t.Fatalf("next epoch %d is not above %d", next, inFlight)
+	}
+	// w-1 falls silent from here on.
+	timeout := h.deps.Settings.HeartbeatTimeout
+	start := h.clk.Now()
+	for h.m.State() == job.Running && h.clk.Now().Sub(start) < timeout+2*time.Second {
+		h.advance(200 * time.Millisecond)
+		h.send(h.envelope("w-0"))
+	}
+	h.want(job.Recovering)
+	if took := h.clk.Now().Sub(start); took > timeout+time.Second {
+		t.Fatalf("silent worker detected after %s, want within %s", took, timeout+time.Second)
+	}
+}
+
+// A take-over while the workers start: the start command stands, so the
+// new leader waits for the same run's workers instead of launching others.
+func TestTakeoverAdoptsSchedulingJob(t *testing.T) {
+	h := newHarness(t, testConfig())
 	h.start()
 	h.want(job.Scheduling)
-	if got := h.m.Status().RunID; got != 2 {
-		t.Fatalf("run id after takeover = %d, want 2", got)
+	h.takeOver()
+	h.want(job.Scheduling)
+	if got := h.m.Status().RunID; got != 1 {
+		t.Fatalf("run id after take-over = %d, want 1 (adopted)", got)
 	}
-	if !h.fleet.stopped(1) {
-		t.Fatal("the predecessor's workers were not stopped")
+	if n := len(h.fleet.starts); n != 1 {
+		t.Fatalf("launches = %d, want 1: the take-over started workers again", n)
 	}
 	h.bringUp()
 }

@@ -16,3 +16,8 @@ func (r *Rescaling) Enter(ctx context.Context, c *Context) (Transition, error) {
 	r.what = "rescale"
 	return r.reschedule.Enter(ctx, c)
 }
+
+// Adopt carries on the rescale from its final checkpoint.
+func (r *Rescaling) Adopt(ctx context.Context, c *Context) (Transition, error) {
+	return adoptLive(ctx, c, r)
+}

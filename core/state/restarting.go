@@ -16,6 +16,12 @@ type Restarting struct {
 
 func (*Restarting) Name() job.State { return job.Restarting }
 
+// Adopt carries on a safe restart from its final checkpoint (a force
+// restart is never adopted: it was tearing the run down).
+func (r *Restarting) Adopt(ctx context.Context, c *Context) (Transition, error) {
+	return adoptLive(ctx, c, r)
+}
+
 func (r *Restarting) Enter(ctx context.Context, c *Context) (Transition, error) {
 	r.what = "restart"
 	if r.Mode == job.RestartForce || c.Controller == nil {

@@ -34,6 +34,11 @@ func (r *Running) Enter(_ context.Context, c *Context) (Transition, error) {
 	return stay()
 }
 
+// Adopt carries on the running run as it is.
+func (r *Running) Adopt(ctx context.Context, c *Context) (Transition, error) {
+	return adoptLive(ctx, c, r)
+}
+
 func (r *Running) Config(_ context.Context, c *Context, cfg job.Config) (Transition, error) {
 	switch {
 	case cfg.Stop.Requested():

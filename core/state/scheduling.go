@@ -69,6 +69,15 @@ func (s *Scheduling) Enter(ctx context.Context, c *Context) (Transition, error) 
 	return stay()
 }
 
+// Adopt carries on a run whose workers are starting: the start command is
+// out, so only the wait is set up again, from take-over. Registration and
+// task starts arrive with the workers' next heartbeats.
+func (s *Scheduling) Adopt(_ context.Context, c *Context) (Transition, error) {
+	s.waitingForTasks = false
+	s.deadline = c.Now().Add(c.Settings.WorkerStartupTimeout)
+	return stay()
+}
+
 func (s *Scheduling) Tick(_ context.Context, c *Context) (Transition, error) {
 	ctl := c.Controller
 	if err := ctl.CheckWorkers(); err != nil {

@@ -38,6 +38,23 @@ type State interface {
 	Tick(ctx context.Context, c *Context) (Transition, error)
 }
 
+// Adoptable is a state that can carry on a run an earlier controller left
+// in it, with the run's workers as they are, instead of being entered
+// afresh (which would start a new run). Adopt replaces Enter for the state
+// the job is found in at take-over; c.Controller is the adopted run's.
+type Adoptable interface {
+	State
+	Adopt(ctx context.Context, c *Context) (Transition, error)
+}
+
+// adoptLive carries on a state whose run is up: every worker's heartbeat
+// clock starts now, then the state is entered as usual (Enter of these
+// states only sets up bookkeeping).
+func adoptLive(ctx context.Context, c *Context, s State) (Transition, error) {
+	c.Controller.WatchAllWorkers()
+	return s.Enter(ctx, c)
+}
+
 // Transition names the state to move to and why. A zero Transition stays.
 type Transition struct {
 	Next   State
