@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -39,6 +40,9 @@ type Deps struct {
 	Settings  controller.Settings
 	// PollInterval defaults to DefaultPollInterval.
 	PollInterval time.Duration
+	// Receivers is how many loops receive and decode worker messages at
+	// once (default GOMAXPROCS).
+	Receivers int
 	// MailboxLimit bounds the worker messages waiting for one job
 	// (state.DefaultMailboxLimit if zero).
 	MailboxLimit int
@@ -73,6 +77,15 @@ func New(d Deps) (*Manager, error) {
 	}
 	if d.PollInterval == 0 {
 		d.PollInterval = DefaultPollInterval
+	}
+	if d.Receivers == 0 {
+		d.Receivers = runtime.GOMAXPROCS(0)
+	}
+	if d.Receivers < 0 {
+		return nil, fmt.Errorf("manager: Receivers is %d; it must be at least 1 (0 for one per CPU)", d.Receivers)
+	}
+	if d.MailboxLimit < 0 {
+		return nil, fmt.Errorf("manager: MailboxLimit is %d; it must be at least 1 (0 for the default, %d)", d.MailboxLimit, state.DefaultMailboxLimit)
 	}
 	if d.PollInterval < 0 {
 		return nil, fmt.Errorf("manager: poll interval %s is negative", d.PollInterval)
@@ -116,7 +129,13 @@ func (m *Manager) Run(ctx context.Context, fence store.Fence) error {
 		g.Go(func() error { return r.Run(gctx) })
 	}
 	g.Go(func() error { return t.pollLoop(gctx) })
-	g.Go(func() error { return t.receiveLoop(gctx) })
+	// Several receive loops decode in parallel: decoding is most of the
+	// receive path's work, and the mailboxes and ack queue are safe for
+	// concurrent use. Order between messages does not matter (SQS gives
+	// none, and each worker's sequence numbers sort it out).
+	for range m.d.Receivers {
+		g.Go(func() error { return t.receiveLoop(gctx) })
+	}
 	g.Go(func() error { return t.ackLoop(gctx) })
 	err := g.Wait()
 	t.flushAcks(ctx)
