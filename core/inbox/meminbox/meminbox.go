@@ -5,9 +5,16 @@
 // visibility time-out come back with a higher receive count, and a message
 // received MaxReceives times moves to a dead-letter list on the next
 // receive. Time is read from a clock.Clock, so a test moves it by hand.
+//
+// Every operation costs time in the number of messages it touches, not in
+// the number stored (visible messages wait in a queue, received ones in a
+// heap ordered by when they become visible again), and a Receive with
+// nothing to deliver sleeps until a message is sent or becomes visible, so
+// the inbox can carry load tests.
 package meminbox
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -80,11 +87,18 @@ type Inbox struct {
 	dups    float64
 	reorder bool
 
-	mu       sync.Mutex
-	rng      *rand.Rand
-	queue    []*message // in send order: visible and in flight
+	mu  sync.Mutex
+	rng *rand.Rand
+	// visible holds the messages that can be received, oldest first;
+	// entries of messages acked meanwhile are skipped (gone).
+	visible []*message
+	head    int
+	// hidden holds received messages by when they become visible again.
+	hidden   hiddenHeap
+	byHandle map[string]*message // latest receipt handle of each message
+	stored   int                 // messages neither acked nor dead-lettered
 	dead     []inbox.Delivery
-	visible  chan struct{} // closed (and replaced) when a message may have become visible
+	wake     chan struct{} // closed (and replaced) when a message may have become visible
 	failNext error
 	stats    Stats
 	ids      int
@@ -97,6 +111,9 @@ type message struct {
 	receives int
 	handle   string    // of the latest receive; "" if never received
 	hidden   time.Time // hidden until then (zero: visible)
+	index    int       // in the hidden heap; -1 when not there
+	queued   bool      // in the visible queue
+	gone     bool      // acked or dead-lettered
 }
 
 var _ inbox.Inbox = (*Inbox)(nil)
@@ -126,8 +143,9 @@ func New(o Options) (*Inbox, error) {
 	return &Inbox{
 		clk: o.Clock, vt: o.VisibilityTimeout, maxRecv: o.MaxReceives, batch: o.BatchSize,
 		dups: o.Duplicates, reorder: o.Reorder,
-		rng:     rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15)),
-		visible: make(chan struct{}),
+		rng:      rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15)),
+		byHandle: map[string]*message{},
+		wake:     make(chan struct{}),
 	}, nil
 }
 
@@ -143,15 +161,23 @@ func (in *Inbox) Send(body []byte) string {
 		copies = 2
 	}
 	for range copies {
-		in.queue = append(in.queue, &message{id: id, body: slices.Clone(body)})
+		m := &message{id: id, body: slices.Clone(body), index: -1}
+		in.enqueueLocked(m)
+		in.stored++
 		in.stats.Sent++
 	}
 	in.wakeLocked()
 	return id
 }
 
-// FailNext makes the next Receive, Ack or Reject return err without doing
-// anything, as a failed call to SQS would.
+func (in *Inbox) enqueueLocked(m *message) {
+	m.hidden = time.Time{}
+	m.queued = true
+	in.visible = append(in.visible, m)
+}
+
+// FailNext makes the next Receive, Ack, Reject or Release return err
+// without doing anything, as a failed call to SQS would.
 func (in *Inbox) FailNext(err error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -166,8 +192,8 @@ func (in *Inbox) takeFailure() error {
 
 // wakeLocked tells blocked receivers to look again.
 func (in *Inbox) wakeLocked() {
-	close(in.visible)
-	in.visible = make(chan struct{})
+	close(in.wake)
+	in.wake = make(chan struct{})
 }
 
 // Receive returns up to BatchSize visible messages, waiting until there is
@@ -189,89 +215,109 @@ func (in *Inbox) Receive(ctx context.Context) ([]inbox.Delivery, error) {
 			in.mu.Unlock()
 			return ds, nil
 		}
-		wake := in.visible
-		next, hidden := in.nextVisibleLocked()
+		wake := in.wake
+		var next time.Time
+		if len(in.hidden) > 0 {
+			next = in.hidden[0].hidden
+		}
 		in.mu.Unlock()
 
-		if err := in.wait(ctx, wake, now, next, hidden); err != nil {
+		if err := in.wait(ctx, wake, next); err != nil {
 			return nil, err
 		}
 	}
 }
 
-// wait blocks until wake is closed, ctx ends or, if a message is in
-// flight, the clock reaches next, when it becomes visible.
-func (in *Inbox) wait(ctx context.Context, wake <-chan struct{}, now, next time.Time, hidden bool) error {
-	var timeout <-chan time.Time
-	if hidden {
-		t := in.clk.NewTimer(next.Sub(now))
-		defer t.Stop()
-		// The clock may have moved between reading it and arming the
-		// timer; then the timer is late, so look again at once.
-		if !in.clk.Now().Equal(now) {
+// wait blocks until wake is closed, ctx ends or, if next is set, the clock
+// reaches it (a received message becomes visible again).
+func (in *Inbox) wait(ctx context.Context, wake <-chan struct{}, next time.Time) error {
+	var due <-chan time.Time
+	if !next.IsZero() {
+		d := next.Sub(in.clk.Now())
+		if d <= 0 {
 			return nil
 		}
-		timeout = t.C()
+		t := in.clk.NewTimer(d)
+		defer t.Stop()
+		// A fake clock may have moved past next while the timer was
+		// armed; then the timer would fire late, so look again at once.
+		if !in.clk.Now().Before(next) {
+			return nil
+		}
+		due = t.C()
 	}
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-wake:
-	case <-timeout:
+	case <-due:
 	}
 	return nil
 }
 
+// deliverLocked makes due messages visible again and hands out a batch.
 func (in *Inbox) deliverLocked(now time.Time) []inbox.Delivery {
-	var ready []*message
-	kept := in.queue[:0]
-	for _, m := range in.queue {
-		if m.hidden.After(now) {
-			kept = append(kept, m)
+	for len(in.hidden) > 0 && !in.hidden[0].hidden.After(now) {
+		m := heap.Pop(&in.hidden).(*message)
+		in.enqueueLocked(m)
+	}
+	var ds []inbox.Delivery
+	for len(ds) < in.batch && in.head < len(in.visible) {
+		if in.reorder {
+			// Pick any of the next few visible messages, as SQS's
+			// best-effort order would.
+			window := min(len(in.visible)-in.head, 4*in.batch)
+			j := in.head + in.rng.IntN(window)
+			in.visible[in.head], in.visible[j] = in.visible[j], in.visible[in.head]
+		}
+		m := in.visible[in.head]
+		in.visible[in.head] = nil
+		in.head++
+		m.queued = false
+		if m.gone {
 			continue
 		}
 		if in.maxRecv > 0 && m.receives >= in.maxRecv {
 			in.dead = append(in.dead, inbox.Delivery{ID: m.id, Body: m.body, Receives: m.receives})
 			in.stats.DeadLettered++
+			in.forgetLocked(m)
 			continue
 		}
-		kept = append(kept, m)
-		ready = append(ready, m)
-	}
-	clear(in.queue[len(kept):])
-	in.queue = kept
-	if len(ready) == 0 {
-		return nil
-	}
-	if in.reorder {
-		in.rng.Shuffle(len(ready), func(i, j int) { ready[i], ready[j] = ready[j], ready[i] })
-	}
-	ready = ready[:min(len(ready), in.batch)]
-	ds := make([]inbox.Delivery, len(ready))
-	for i, m := range ready {
+		delete(in.byHandle, m.handle)
 		in.handles++
 		m.handle = "h-" + strconv.Itoa(in.handles)
+		in.byHandle[m.handle] = m
 		m.hidden = now.Add(in.vt)
+		heap.Push(&in.hidden, m)
 		if m.receives > 0 {
 			in.stats.Redelivered++
 		}
 		m.receives++
-		ds[i] = inbox.Delivery{ID: m.id, Body: slices.Clone(m.body), Handle: m.handle, Receives: m.receives}
+		ds = append(ds, inbox.Delivery{ID: m.id, Body: slices.Clone(m.body), Handle: m.handle, Receives: m.receives})
+	}
+	if in.head == len(in.visible) {
+		in.visible, in.head = in.visible[:0], 0
+	} else if in.head > 1024 && in.head*2 > len(in.visible) {
+		n := copy(in.visible, in.visible[in.head:])
+		clear(in.visible[n:])
+		in.visible, in.head = in.visible[:n], 0
+	}
+	if len(ds) == 0 {
+		return nil
 	}
 	in.stats.Receives++
 	in.stats.Delivered += len(ds)
 	return ds
 }
 
-// nextVisibleLocked is when the first in-flight message becomes visible.
-func (in *Inbox) nextVisibleLocked() (time.Time, bool) {
-	var next time.Time
-	for _, m := range in.queue {
-		if !m.hidden.IsZero() && (next.IsZero() || m.hidden.Before(next)) {
-			next = m.hidden
-		}
+// forgetLocked removes a message for good (acked or dead-lettered).
+func (in *Inbox) forgetLocked(m *message) {
+	m.gone = true
+	if m.index >= 0 {
+		heap.Remove(&in.hidden, m.index)
 	}
-	return next, !next.IsZero()
+	delete(in.byHandle, m.handle)
+	in.stored--
 }
 
 // Ack deletes messages for good. As on SQS, a handle that is no longer the
@@ -279,8 +325,8 @@ func (in *Inbox) nextVisibleLocked() (time.Time, bool) {
 // and is not an error, and acking twice is harmless; a handle this inbox
 // never issued is an error.
 func (in *Inbox) Ack(ctx context.Context, ds []inbox.Delivery) error {
-	return in.settle(ctx, ds, func(m *message, i int) {
-		in.queue = slices.Delete(in.queue, i, i+1)
+	return in.settle(ctx, ds, func(m *message) {
+		in.forgetLocked(m)
 		in.stats.Acked++
 	}, &in.stats.AckCalls)
 }
@@ -289,8 +335,13 @@ func (in *Inbox) Ack(ctx context.Context, ds []inbox.Delivery) error {
 // count, so the redrive moves them to the dead-letter list once they have
 // been received MaxReceives times.
 func (in *Inbox) Reject(ctx context.Context, ds []inbox.Delivery) error {
-	return in.settle(ctx, ds, func(m *message, _ int) {
-		m.hidden = time.Time{}
+	return in.settle(ctx, ds, func(m *message) {
+		if m.index >= 0 {
+			heap.Remove(&in.hidden, m.index)
+		}
+		if !m.queued {
+			in.enqueueLocked(m)
+		}
 		in.stats.Rejected++
 		in.wakeLocked()
 	}, &in.stats.RejectCalls)
@@ -299,14 +350,21 @@ func (in *Inbox) Reject(ctx context.Context, ds []inbox.Delivery) error {
 // Release hides messages for inbox.ReleaseDelay, keeping their receive
 // count, after which they are delivered again.
 func (in *Inbox) Release(ctx context.Context, ds []inbox.Delivery) error {
-	return in.settle(ctx, ds, func(m *message, _ int) {
+	return in.settle(ctx, ds, func(m *message) {
+		if m.queued {
+			return
+		}
+		if m.index >= 0 {
+			heap.Remove(&in.hidden, m.index)
+		}
 		m.hidden = in.clk.Now().Add(inbox.ReleaseDelay)
+		heap.Push(&in.hidden, m)
 		in.stats.Released++
 		in.wakeLocked()
 	}, &in.stats.ReleaseCalls)
 }
 
-func (in *Inbox) settle(ctx context.Context, ds []inbox.Delivery, act func(m *message, i int), calls *int) error {
+func (in *Inbox) settle(ctx context.Context, ds []inbox.Delivery, act func(m *message), calls *int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -322,8 +380,8 @@ func (in *Inbox) settle(ctx context.Context, ds []inbox.Delivery, act func(m *me
 	}
 	*calls++
 	for _, d := range ds {
-		if i := slices.IndexFunc(in.queue, func(m *message) bool { return m.handle == d.Handle }); i >= 0 {
-			act(in.queue[i], i)
+		if m, ok := in.byHandle[d.Handle]; ok && !m.gone {
+			act(m)
 		}
 	}
 	return nil
@@ -352,7 +410,7 @@ func (in *Inbox) Dead() []inbox.Delivery {
 func (in *Inbox) Len() int {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return len(in.queue)
+	return in.stored
 }
 
 // InFlight is how many messages are received and still hidden.
@@ -361,7 +419,7 @@ func (in *Inbox) InFlight() int {
 	defer in.mu.Unlock()
 	now := in.clk.Now()
 	n := 0
-	for _, m := range in.queue {
+	for _, m := range in.hidden {
 		if m.hidden.After(now) {
 			n++
 		}
@@ -374,4 +432,27 @@ func (in *Inbox) Stats() Stats {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.stats
+}
+
+// hiddenHeap orders received messages by when they become visible again.
+type hiddenHeap []*message
+
+func (h hiddenHeap) Len() int           { return len(h) }
+func (h hiddenHeap) Less(i, j int) bool { return h[i].hidden.Before(h[j].hidden) }
+func (h hiddenHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *hiddenHeap) Push(x any) {
+	m := x.(*message)
+	m.index = len(*h)
+	*h = append(*h, m)
+}
+func (h *hiddenHeap) Pop() any {
+	old := *h
+	m := old[len(old)-1]
+	old[len(old)-1] = nil
+	m.index = -1
+	*h = old[:len(old)-1]
+	return m
 }

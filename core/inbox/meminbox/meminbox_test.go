@@ -428,3 +428,36 @@ func TestConcurrentReceiversSeeEachMessageOnce(t *testing.T) {
 		t.Fatalf("%d messages delivered, want %d", len(seen), n)
 	}
 }
+
+// BenchmarkReceiveAck sends, receives and acks one batch at a time while
+// 50,000 other messages sit in flight: each operation must cost the same
+// as with an empty queue (no scan of the whole queue).
+func BenchmarkReceiveAck(b *testing.B) {
+	in, err := New(Options{Clock: clock.NewFake(time.Unix(0, 0))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	body := []byte(`{"v":2}`)
+	for range 50_000 {
+		in.Send(body)
+	}
+	for range 50_000 / inbox.MaxBatch {
+		if _, err := in.Receive(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		for range inbox.MaxBatch {
+			in.Send(body)
+		}
+		ds, err := in.Receive(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := in.Ack(ctx, ds); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
