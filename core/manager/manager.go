@@ -219,7 +219,8 @@ func (t *tenure) start(ctx context.Context, cfg job.Config) error {
 		Fence:     t.fence,
 		Rand:      t.d.Rand,
 	}, cfg, st)
-	r := &running{runner: state.NewRunner(m, t.d.Store.Park), version: cfg.Version, done: make(chan struct{})}
+	park := func(ctx context.Context, id job.ID, v int64) error { return t.d.Store.Park(ctx, t.fence, id, v) }
+	r := &running{runner: state.NewRunner(m, park), version: cfg.Version, done: make(chan struct{})}
 	t.mu.Lock()
 	t.jobs[cfg.JobID] = r
 	t.mu.Unlock()
