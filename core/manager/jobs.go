@@ -136,10 +136,7 @@ func (t *tenure) runOnce(ctx context.Context, s *jobSlot) error {
 			"job", string(s.id), "version", cfg.Version, "err", err)
 		return t.awaitVersion(ctx, s, cfg.Version)
 	}
-	st, err := t.d.Store.GetStatus(ctx, s.id)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("read status of job %s: %w", s.id, err)
-	}
+	// The Machine claims the job and reads its status itself (Start).
 	m := state.NewMachine(state.Deps{
 		Store:     t.d.Store,
 		Fleet:     t.d.Fleet,
@@ -149,7 +146,7 @@ func (t *tenure) runOnce(ctx context.Context, s *jobSlot) error {
 		Settings:  t.d.Settings,
 		Fence:     t.fence,
 		Rand:      t.d.Rand,
-	}, cfg, st)
+	}, cfg, job.Status{})
 	r := state.NewRunner(m, s.mb, t.park)
 	t.mu.Lock()
 	s.runner = r
@@ -158,7 +155,7 @@ func (t *tenure) runOnce(ctx context.Context, s *jobSlot) error {
 }
 
 func (t *tenure) park(ctx context.Context, id job.ID, configVersion int64) error {
-	return t.d.Store.Park(ctx, id, configVersion)
+	return t.d.Store.Park(ctx, t.fence, id, configVersion)
 }
 
 // awaitVersion waits until a config version above v is announced.

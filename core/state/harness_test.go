@@ -349,6 +349,14 @@ func (f *flakyStore) PutStatus(ctx context.Context, fe store.Fence, st job.Statu
 	if err := f.take("PutStatus"); err != nil {
 		return job.Status{}, err
 	}
+	// "PutStatusUnanswered": the write lands but its answer is lost, and
+	// the transport has given up retrying.
+	if err := f.take("PutStatusUnanswered"); err != nil {
+		if _, werr := f.Store.PutStatus(ctx, fe, st); werr != nil {
+			return job.Status{}, werr
+		}
+		return job.Status{}, fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
 	return f.Store.PutStatus(ctx, fe, st)
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/weirstream/weir/core/controller"
 	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/protocol"
+	"github.com/weirstream/weir/core/store"
 )
 
 // ErrLostOwnership is returned by the Machine once a write showed that
@@ -38,9 +39,9 @@ type Machine struct {
 	lost     error
 }
 
-// NewMachine prepares a machine for a job whose config and status (zero
-// Version if none was ever stored) were just read. Start must be called
-// before anything else.
+// NewMachine prepares a machine for a job whose config was just read. st
+// is replaced by the status Start reads once it has claimed the job. Start
+// must be called before anything else.
 func NewMachine(d Deps, cfg job.Config, st job.Status) *Machine {
 	if st.JobID == "" {
 		st.JobID = cfg.JobID
@@ -72,13 +73,18 @@ func (m *Machine) AtRest() bool {
 		m.c.Status.ConfigVersion >= m.c.Config.Version
 }
 
-// Start takes the job over. A run an earlier controller left active is
-// adopted as it stands (same run id, same workers) where its state allows
-// (see adoptable); otherwise the stored state is resumed, which for an
-// active run means a new one. The status is persisted under this
-// controller's fence before anything else, then a config version the job
-// has not acted on is reacted to.
+// Start takes the job over. It first claims the job under this
+// controller's fence, so no earlier leader can write for it any more, and
+// only then reads the status it continues from. A run an earlier controller
+// left active is adopted as it stands (same run id, same workers) where its
+// state allows (see adoptable); otherwise the stored state is resumed,
+// which for an active run means a new one. The status is persisted under
+// the fence before anything else, then a config version the job has not
+// acted on is reacted to.
 func (m *Machine) Start(ctx context.Context) error {
+	if err := m.claim(ctx); err != nil {
+		return err
+	}
 	stored := m.c.Status.State
 	m.c.EnteredAt = m.c.Now()
 	adopted, err := m.adopt(ctx)
@@ -119,6 +125,28 @@ func (m *Machine) Start(ctx context.Context) error {
 		return m.lost
 	}
 	return m.Config(ctx, m.c.Config)
+}
+
+// claim fences the job's items under this controller and reads the status
+// as it stands after that: a write the predecessor made before the claim
+// is seen, one after it is refused.
+func (m *Machine) claim(ctx context.Context) error {
+	id := m.c.Config.JobID
+	if err := m.c.Store.Claim(ctx, m.c.Fence, id); err != nil {
+		return m.lostOr(fmt.Errorf("claim job %s: %w", id, err))
+	}
+	st, err := m.c.Store.GetStatus(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		st = job.Status{JobID: id, State: job.Created}
+	case err != nil:
+		return fmt.Errorf("read status of job %s: %w", id, err)
+	}
+	if st.State == "" {
+		st.State = job.Created
+	}
+	m.c.Status = st
+	return nil
 }
 
 // adopt rebuilds the controller of the run the job's stored state left
@@ -439,9 +467,23 @@ func (m *Machine) move(ctx context.Context, tr Transition) {
 	m.flush(ctx)
 }
 
-// persist writes the status under this controller's fence.
+// persist writes the status under this controller's fence. A conflict at
+// its own fence is its own earlier write, whose answer was lost after the
+// transport gave up retrying (only this controller writes under its fence,
+// and only this job's loop writes its status): the write is made again on
+// top of it.
 func (m *Machine) persist(ctx context.Context) error {
 	st, err := m.c.Store.PutStatus(ctx, m.c.Fence, m.c.Status)
+	var ce *store.ConflictError
+	if errors.As(err, &ce) && ce.CurrentFence == m.c.Fence {
+		cur, gerr := m.c.Store.GetStatus(ctx, m.c.Status.JobID)
+		if gerr != nil {
+			return fmt.Errorf("persist status of job %s: re-read after an unanswered write: %w", m.c.Status.JobID, gerr)
+		}
+		m.c.log.Info("status write had landed unanswered; writing again on top of it", "version", cur.Version)
+		m.c.Status.Version = cur.Version
+		st, err = m.c.Store.PutStatus(ctx, m.c.Fence, m.c.Status)
+	}
 	if err != nil {
 		return fmt.Errorf("persist status of job %s: %w", m.c.Status.JobID, err)
 	}

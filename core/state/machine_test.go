@@ -965,3 +965,31 @@ func TestConfigDuringPendingMoveReachesTheNextState(t *testing.T) {
 		t.Fatal("workers not torn down")
 	}
 }
+
+// A status write that landed but whose answer was lost (after the
+// transport's own retries) is this controller's own: the next attempt
+// meets a conflict at its own fence, writes again on top, and the job goes
+// on. Here it is the write that starts a checkpoint stop: the stop must
+// still end with its final checkpoint, and the controller keeps the job.
+func TestUnansweredStatusWriteIsNotALostJob(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.start()
+	h.bringUp()
+	ready := len(h.readyEpochs())
+	h.store.failing("PutStatusUnanswered", 1)
+	h.update(func(c *job.Config) { c.Stop = job.StopCheckpoint })
+	h.advanceUntil(job.CheckpointStopping, 2*h.deps.Settings.BackoffMax)
+	h.waitCheckpoint()
+	if !h.commands().Checkpoint.ThenStop {
+		t.Fatal("the checkpoint asked for is not the final one")
+	}
+	h.answerCheckpoint()
+	h.finishAll()
+	h.advanceUntil(job.Stopped, 5*time.Second)
+	if got := len(h.readyEpochs()); got != ready+1 {
+		t.Fatalf("%d ready checkpoints after the stop, want %d (the final one)", got, ready+1)
+	}
+	if st, _ := h.store.GetStatus(h.ctx, "orders"); st.State != job.Stopped {
+		t.Fatalf("stored state = %s, want Stopped", st.State)
+	}
+}

@@ -137,7 +137,7 @@ func TestRunnerParksAJobAtRest(t *testing.T) {
 	parked := make(chan int64, 1)
 	r := NewRunner(h.m, NewMailbox(0), func(_ context.Context, id job.ID, v int64) error {
 		parked <- v
-		return h.store.Park(context.Background(), id, v)
+		return h.store.Park(context.Background(), 1, id, v)
 	})
 	if err := r.Run(context.Background()); !errors.Is(err, ErrParked) {
 		t.Fatalf("Run = %v, want ErrParked", err)

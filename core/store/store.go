@@ -1,7 +1,19 @@
 // Package store declares the persistence port of the core: job configs,
 // statuses, checkpoints, worker command records and the index of active
-// jobs. Controller writes are fenced: each carries the fence number of the
-// lease under which the controller acts.
+// jobs.
+//
+// Controller writes are fenced: each carries the fence number of the lease
+// under which the controller acts, and a controller that takes a job over
+// claims it (Fencing.Claim), after which every write for the job under a
+// lower fence fails with ErrFenced, whichever item it touches.
+//
+// Every conditional write knows its own answer: an implementation whose
+// transport retries a write whose answer was lost (it took effect, the
+// answer never arrived, the request was sent again) recognises its own
+// earlier success by a token the write carries, and returns as if the
+// first attempt had answered. A lost answer is never reported as a
+// conflict, a fenced write or a non-increasing epoch, and never applies a
+// write twice (no skipped epoch, no command version counted up twice).
 package store
 
 import (
@@ -17,25 +29,35 @@ import (
 type Fence int64
 
 var (
-	// ErrNotFound: the item does not exist.
+	// ErrNotFound is returned when the item does not exist.
 	ErrNotFound = errors.New("not found")
-	// ErrConflict: the stored version is not the one the writer read.
+	// ErrConflict is matched by a *ConflictError: the stored version is
+	// not the one the writer read.
 	ErrConflict = errors.New("version conflict")
-	// ErrFenced: the item was written under a newer lease; the writer is no
-	// longer the leader and must stop acting.
+	// ErrFenced is returned when the job was claimed, or the item written,
+	// under a newer lease: the writer is no longer the leader and must
+	// stop acting for the job.
 	ErrFenced = errors.New("fenced out by a newer controller")
-	// ErrEpochNotIncreasing: a checkpoint epoch was not above every epoch
-	// the job has had.
+	// ErrEpochNotIncreasing is returned when a checkpoint epoch is not
+	// above every epoch the job has had.
 	ErrEpochNotIncreasing = errors.New("checkpoint epoch does not increase")
 )
 
 // ConflictError tells a writer which version it expected and which is stored
 // (-1 when unknown). It matches ErrConflict with errors.Is.
+//
+// CurrentFence is the fence the stored item was last written under, where
+// the store knows it (status writes), and 0 otherwise. A controller that
+// meets a status conflict at its own fence knows the stored status is its
+// own: an earlier write whose answer was lost and whose retries the
+// transport gave up on. It can read the status again and carry on, rather
+// than conclude that another controller owns the job.
 type ConflictError struct {
-	What     string
-	JobID    job.ID
-	Expected int64
-	Current  int64
+	What         string
+	JobID        job.ID
+	Expected     int64
+	Current      int64
+	CurrentFence Fence
 }
 
 func (e *ConflictError) Error() string {
@@ -62,9 +84,26 @@ type Statuses interface {
 	// GetStatus returns the stored status, or ErrNotFound.
 	GetStatus(ctx context.Context, id job.ID) (job.Status, error)
 	// PutStatus stores st if the stored version equals st.Version (0: none
-	// stored yet) and the item was not written under a higher fence. It
-	// returns st with Version+1. ErrFenced takes precedence over a conflict.
+	// stored yet) and the job's status was not written or claimed under a
+	// higher fence. It returns st with Version+1. ErrFenced takes
+	// precedence over a conflict; a conflict carries the stored fence
+	// (ConflictError.CurrentFence).
 	PutStatus(ctx context.Context, f Fence, st job.Status) (job.Status, error)
+}
+
+// Fencing makes a new leader's fence the job's fence on every item.
+type Fencing interface {
+	// Claim makes f the fence of job id: once it returns nil, every write
+	// for the job under a lower fence fails with ErrFenced, whichever item
+	// it touches (status, epoch counter, command record, checkpoints, the
+	// index entry). It fails with ErrFenced when a higher fence has
+	// claimed the job, and is idempotent for the same fence. A controller
+	// claims each job it takes over before it writes anything for it.
+	//
+	// Writes other than Claim raise the fence of the item they touch only:
+	// a status written under fence 2 does not by itself stop a command
+	// record write under fence 1.
+	Claim(ctx context.Context, f Fence, id job.ID) error
 }
 
 // Checkpoints holds one record per epoch.
@@ -72,12 +111,13 @@ type Checkpoints interface {
 	// CreateCheckpoint records a new epoch. It fails with
 	// ErrEpochNotIncreasing unless cp.Epoch is above every epoch ever
 	// created for the job, deleted ones included, and with ErrFenced when
-	// the job's status was written (or an epoch created) under a higher
-	// fence. It raises the job's fence to f, so a deposed leader's next
-	// status write fails.
+	// the job's status was written (or an epoch created, or the job
+	// claimed) under a higher fence. It raises the fence of the job's
+	// status to f, so a deposed leader's next status write fails.
 	CreateCheckpoint(ctx context.Context, f Fence, cp job.Checkpoint) error
 	// UpdateCheckpoint replaces an existing epoch's record (ErrNotFound if
-	// there is none).
+	// there is none). It fails with ErrFenced when the checkpoint was
+	// written, or the job claimed, under a higher fence.
 	UpdateCheckpoint(ctx context.Context, f Fence, cp job.Checkpoint) error
 	// ListCheckpoints returns the job's stored epochs, oldest first.
 	ListCheckpoints(ctx context.Context, id job.ID) ([]job.Checkpoint, error)
@@ -86,8 +126,8 @@ type Checkpoints interface {
 	// DeleteCheckpoints removes the stored epochs below the given one and
 	// says how many it removed. MaxEpoch is unaffected. It fails with
 	// ErrFenced, deleting nothing, when the job's status or one of those
-	// checkpoints was written under a higher fence: a deposed leader must
-	// not delete the epoch its successor restores from.
+	// checkpoints was written (or the job claimed) under a higher fence: a
+	// deposed leader must not delete the epoch its successor restores from.
 	DeleteCheckpoints(ctx context.Context, f Fence, id job.ID, below int64) (int, error)
 }
 
@@ -98,7 +138,9 @@ type Commands interface {
 	// consistent read.
 	GetCommands(ctx context.Context, id job.ID) (job.Commands, error)
 	// PutCommands replaces the record; the store sets Version to the stored
-	// version plus one and returns the record as stored.
+	// version plus one and returns the record as stored. It fails with
+	// ErrFenced when the record was written, or the job claimed, under a
+	// higher fence.
 	PutCommands(ctx context.Context, f Fence, c job.Commands) (job.Commands, error)
 }
 
@@ -115,12 +157,16 @@ type Index interface {
 	ActiveJobs(ctx context.Context) ([]JobRef, error)
 	// Park takes a job at rest off the index, unless its config has moved
 	// past configVersion since (then the write is lost to nobody: the job
-	// stays on the index and the controller sees the new version).
-	Park(ctx context.Context, id job.ID, configVersion int64) error
+	// stays on the index and the controller sees the new version; a
+	// *ConflictError), or the job's status was written or claimed under a
+	// higher fence (ErrFenced, which takes precedence). ErrNotFound when
+	// the job has no config.
+	Park(ctx context.Context, f Fence, id job.ID, configVersion int64) error
 }
 
 // Store is everything the controller persists.
 type Store interface {
+	Fencing
 	Configs
 	Statuses
 	Checkpoints

@@ -30,20 +30,41 @@ func versionIs(v int64) expression.ConditionBuilder {
 	return expression.Name(attrVersion).Equal(expression.Value(v))
 }
 
+// tokenIsNot holds when the item's last record write was not the one
+// carrying tok: a write that would change the item again on a retry (a
+// counter) uses it, so the retry fails and finds its own token.
+func tokenIsNot(tok string) expression.ConditionBuilder {
+	return expression.Or(
+		expression.AttributeNotExists(expression.Name(attrToken)),
+		expression.Name(attrToken).NotEqual(expression.Value(tok)),
+	)
+}
+
 // stored is what a failed condition says of the item as it was: the
-// numbers the conditions compare. A missing attribute reads as 0.
+// numbers the conditions compare and the write tokens. A missing attribute
+// reads as 0 or "".
 type stored struct {
-	exists   bool
-	version  int64
-	fence    int64
-	maxEpoch int64
+	exists bool
+	// record: the item holds a record, not only a fence a claim left
+	// (checkpoint items: it has an epoch).
+	record     bool
+	version    int64
+	fence      int64
+	maxEpoch   int64
+	token      string
+	epochToken string
+	batchToken string
 }
 
 func storedOf(item map[string]types.AttributeValue) stored {
 	s := stored{exists: len(item) > 0}
+	_, s.record = item[attrEpoch]
 	s.version, _ = numberAttr(item, attrVersion)
 	s.fence, _ = numberAttr(item, attrFence)
 	s.maxEpoch, _ = numberAttr(item, attrMaxEpoch)
+	s.token = stringAttr(item, attrToken)
+	s.epochToken = stringAttr(item, attrEpochToken)
+	s.batchToken = stringAttr(item, attrBatchToken)
 	return s
 }
 

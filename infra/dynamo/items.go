@@ -26,6 +26,14 @@ const (
 	attrFence    = "fence"
 	attrActive   = "active"
 	attrMaxEpoch = "max_epoch"
+	attrEpoch    = "epoch"
+
+	// Write tokens (see tokens.go): the token of the last record write of
+	// an item, of the last epoch reservation, and of the last transaction
+	// (checkpoint deletion, park), the last two on the status item.
+	attrToken      = "wtok"
+	attrEpochToken = "etok"
+	attrBatchToken = "ttok"
 
 	skConfig     = "config"
 	skStatus     = "status"
@@ -59,6 +67,16 @@ func jobIDOf(pk string) (job.ID, error) {
 // key orders epochs by number, which is what lets one Query list them oldest
 // first and select those below a bound.
 func checkpointKey(epoch int64) string { return fmt.Sprintf("%s%020d", skCheckpoint, epoch) }
+
+// epochOfKey is the epoch a checkpoint sort key names.
+func epochOfKey(sk string) (int64, bool) {
+	digits, ok := strings.CutPrefix(sk, skCheckpoint)
+	if !ok {
+		return 0, false
+	}
+	e, err := strconv.ParseInt(digits, 10, 64)
+	return e, err == nil
+}
 
 func key(pk, sk string) map[string]types.AttributeValue {
 	return map[string]types.AttributeValue{
@@ -98,16 +116,19 @@ type configItem struct {
 	PK     string `json:"pk"`
 	SK     string `json:"sk"`
 	Active string `json:"active,omitempty"`
+	Token  string `json:"wtok,omitempty"`
 	job.Config
 }
 
 // statusItem is sk "status": the controller's status. The same item holds
-// the job's epoch counter (max_epoch) and the highest fence any controller
-// wrote it under; status writes leave the counter alone.
+// the job's epoch counter (max_epoch), the highest fence any controller
+// wrote or claimed it under, and the tokens of the last epoch reservation
+// and transaction; status writes leave those alone.
 type statusItem struct {
 	PK    string `json:"pk"`
 	SK    string `json:"sk"`
 	Fence int64  `json:"fence"`
+	Token string `json:"wtok"`
 	job.Status
 }
 
@@ -118,6 +139,7 @@ type commandsItem struct {
 	PK         string                 `json:"pk"`
 	SK         string                 `json:"sk"`
 	Fence      int64                  `json:"fence"`
+	Token      string                 `json:"wtok"`
 	JobID      job.ID                 `json:"job_id"`
 	RunID      int64                  `json:"run_id"`
 	Version    int64                  `json:"version"`
@@ -140,6 +162,7 @@ type checkpointItem struct {
 	PK          string              `json:"pk"`
 	SK          string              `json:"sk"`
 	Fence       int64               `json:"fence"`
+	Token       string              `json:"wtok,omitempty"`
 	JobID       job.ID              `json:"job_id"`
 	Epoch       int64               `json:"epoch"`
 	RunID       int64               `json:"run_id"`
@@ -151,9 +174,9 @@ type checkpointItem struct {
 	OperatorsGz []byte              `json:"operators_gz,omitempty"`
 }
 
-func newCommandsItem(f int64, c job.Commands) (commandsItem, error) {
+func newCommandsItem(f int64, tok string, c job.Commands) (commandsItem, error) {
 	it := commandsItem{
-		PK: jobKey(c.JobID), SK: skCommands, Fence: f,
+		PK: jobKey(c.JobID), SK: skCommands, Fence: f, Token: tok,
 		JobID: c.JobID, RunID: c.RunID, Version: c.Version,
 		Checkpoint: c.Checkpoint, Commit: c.Commit, Stop: c.Stop,
 	}
@@ -181,9 +204,9 @@ func (it commandsItem) commands() (job.Commands, error) {
 	return c, nil
 }
 
-func newCheckpointItem(f int64, cp job.Checkpoint) (checkpointItem, error) {
+func newCheckpointItem(f int64, tok string, cp job.Checkpoint) (checkpointItem, error) {
 	it := checkpointItem{
-		PK: jobKey(cp.JobID), SK: checkpointKey(cp.Epoch), Fence: f,
+		PK: jobKey(cp.JobID), SK: checkpointKey(cp.Epoch), Fence: f, Token: tok,
 		JobID: cp.JobID, Epoch: cp.Epoch, RunID: cp.RunID, State: cp.State,
 		ThenStop: cp.ThenStop, StartedAt: cp.StartedAt, FinishedAt: cp.FinishedAt,
 		Failure: cp.Failure,
@@ -336,6 +359,13 @@ func attrNames(t reflect.Type) []string {
 		names = append(names, name)
 	}
 	return names
+}
+
+func stringAttr(item map[string]types.AttributeValue, name string) string {
+	if v, ok := item[name].(*types.AttributeValueMemberS); ok {
+		return v.Value
+	}
+	return ""
 }
 
 func numberAttr(item map[string]types.AttributeValue, name string) (int64, bool) {

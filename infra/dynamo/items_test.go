@@ -66,7 +66,7 @@ func TestItemsRoundTrip(t *testing.T) {
 	})
 	t.Run("commands", func(t *testing.T) {
 		c := storetest.Commands(id)
-		it, err := newCommandsItem(3, c)
+		it, err := newCommandsItem(3, "t", c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +93,7 @@ func TestItemsRoundTrip(t *testing.T) {
 	t.Run("checkpoint", func(t *testing.T) {
 		cp := storetest.Checkpoint(id, 12)
 		cp.FinishedAt = cp.StartedAt.Add(time.Second)
-		it, err := newCheckpointItem(2, cp)
+		it, err := newCheckpointItem(2, "t", cp)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +136,7 @@ func TestOperatorMetadataIsStoredCompactly(t *testing.T) {
 	}
 	cp := storetest.Checkpoint("orders", 1)
 	cp.Operators = map[string]job.OperatorCheckpoint{"source": {Bytes: 1 << 30, Metadata: meta}}
-	it, err := newCheckpointItem(1, cp)
+	it, err := newCheckpointItem(1, "t", cp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestAttrNamesCoverEveryEncodedAttribute(t *testing.T) {
 	if got := keys(item); !slices.Equal(got, names) {
 		t.Fatalf("encoded status attributes %v, attrNames %v", got, names)
 	}
-	c, err := newCommandsItem(1, storetest.Commands("orders"))
+	c, err := newCommandsItem(1, "t", storetest.Commands("orders"))
 	if err != nil {
 		t.Fatal(err)
 	}

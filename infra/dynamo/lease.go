@@ -221,6 +221,16 @@ func (l *Lease) read(ctx context.Context) (*leaseRecord, error) {
 	return decodeRecord(out.Item)
 }
 
+// recordAfterFailure is the record a refused write met: the item DynamoDB
+// returned with the refusal (ALL_OLD), or, from an endpoint that returns
+// none, the record read strongly consistently.
+func (l *Lease) recordAfterFailure(ctx context.Context, old map[string]types.AttributeValue) (*leaseRecord, error) {
+	if old != nil {
+		return decodeRecord(old)
+	}
+	return l.read(ctx)
+}
+
 func decodeRecord(item map[string]types.AttributeValue) (*leaseRecord, error) {
 	if len(item) == 0 {
 		return nil, nil
@@ -320,7 +330,7 @@ func (l *Lease) take(ctx context.Context, rec *leaseRecord) (*grant, error) {
 	if old, failed := conditionFailure(err); failed {
 		// A retry of an attempt that did succeed fails its condition
 		// against our own new version: that is a success.
-		if now, err = decodeRecord(old); err != nil || now == nil || now.RVN != rvn {
+		if now, err = l.recordAfterFailure(ctx, old); err != nil || now == nil || now.RVN != rvn {
 			return nil, err
 		}
 	} else if err != nil {
@@ -514,8 +524,11 @@ func (g *grant) write(ctx context.Context, extra func(expression.UpdateBuilder) 
 	}
 	_, err = l.db.UpdateItem(ctx, updateInput(l.cfg.Table, l.key(), expr, types.ReturnValueNone))
 	if old, failed := conditionFailure(err); failed {
-		rec, derr := decodeRecord(old)
-		if derr == nil && rec != nil && rec.RVN == rvn {
+		rec, rerr := l.recordAfterFailure(ctx, old)
+		switch {
+		case rerr != nil:
+			return rvn, renewUnknown, fmt.Errorf("a lease write was refused and reading the record failed: %w", rerr)
+		case rec != nil && rec.RVN == rvn:
 			return rvn, renewed, nil
 		}
 		return rvn, renewLost, describeTakeover(rec, l.cfg.Owner)

@@ -91,7 +91,8 @@ func (s *Store) PutConfig(ctx context.Context, cfg job.Config) (job.Config, erro
 	}
 	next := cfg
 	next.Version++
-	item, err := marshal(configItem{PK: jobKey(cfg.JobID), SK: skConfig, Active: activeValue, Config: next})
+	tok := newToken()
+	item, err := marshal(configItem{PK: jobKey(cfg.JobID), SK: skConfig, Active: activeValue, Token: tok, Config: next})
 	if err != nil {
 		return job.Config{}, fmt.Errorf("encode config of job %s: %w", cfg.JobID, err)
 	}
@@ -108,8 +109,11 @@ func (s *Store) PutConfig(ctx context.Context, cfg job.Config) (job.Config, erro
 	}
 	cur, refused, err := s.putIf(ctx, key(jobKey(cfg.JobID), skConfig), item, expr)
 	if refused {
-		if err != nil {
+		switch {
+		case err != nil:
 			return job.Config{}, fmt.Errorf("config of job %s changed since version %d was read: %w", cfg.JobID, cfg.Version, err)
+		case cur.token == tok:
+			return next, nil // a retry of this write, which had landed
 		}
 		return job.Config{}, &store.ConflictError{What: "config", JobID: cfg.JobID, Expected: cfg.Version, Current: cur.version}
 	}
@@ -159,14 +163,16 @@ func replaceRecord(item map[string]types.AttributeValue, all []string, skip ...s
 }
 
 // PutStatus writes the status if its version is the one read and no newer
-// controller wrote the item. ErrFenced wins over a version conflict.
+// controller wrote or claimed the item. ErrFenced wins over a version
+// conflict; a conflict names the stored fence.
 func (s *Store) PutStatus(ctx context.Context, f store.Fence, st job.Status) (job.Status, error) {
 	if err := validID(st.JobID); err != nil {
 		return job.Status{}, err
 	}
 	next := st
 	next.Version++
-	item, err := marshal(statusItem{PK: jobKey(st.JobID), SK: skStatus, Fence: int64(f), Status: next})
+	tok := newToken()
+	item, err := marshal(statusItem{PK: jobKey(st.JobID), SK: skStatus, Fence: int64(f), Token: tok, Status: next})
 	if err != nil {
 		return job.Status{}, fmt.Errorf("encode status of job %s: %w", st.JobID, err)
 	}
@@ -185,10 +191,12 @@ func (s *Store) PutStatus(ctx context.Context, f store.Fence, st job.Status) (jo
 		switch {
 		case err != nil:
 			return job.Status{}, fmt.Errorf("status of job %s: write rejected: %w", st.JobID, err)
+		case cur.token == tok:
+			return next, nil
 		case cur.fence > int64(f):
 			return job.Status{}, fencedError(fmt.Sprintf("status of job %s", st.JobID), f, cur)
 		default:
-			return job.Status{}, &store.ConflictError{What: "status", JobID: st.JobID, Expected: st.Version, Current: cur.version}
+			return job.Status{}, &store.ConflictError{What: "status", JobID: st.JobID, Expected: st.Version, Current: cur.version, CurrentFence: store.Fence(cur.fence)}
 		}
 	}
 	if err != nil {
@@ -205,7 +213,9 @@ func (s *Store) GetCommands(ctx context.Context, id job.ID) (job.Commands, error
 	if err != nil {
 		return job.Commands{}, fmt.Errorf("read commands of job %s: %w", id, err)
 	}
-	if item == nil {
+	// A record with no version is the fence a claim left before any
+	// command was written.
+	if _, ok := item[attrVersion]; !ok {
 		return job.Commands{}, fmt.Errorf("commands of job %s: %w", id, store.ErrNotFound)
 	}
 	var it commandsItem
@@ -216,12 +226,15 @@ func (s *Store) GetCommands(ctx context.Context, id job.ID) (job.Commands, error
 }
 
 // PutCommands replaces the command record unless a newer controller wrote
-// it; the version is counted up in the same write.
+// or claimed it; the version is counted up in the same write, once: the
+// write also requires that its token is not stored yet, so a retry of a
+// write that landed fails and returns the version that write stored.
 func (s *Store) PutCommands(ctx context.Context, f store.Fence, c job.Commands) (job.Commands, error) {
 	if err := validID(c.JobID); err != nil {
 		return job.Commands{}, err
 	}
-	it, err := newCommandsItem(int64(f), c)
+	tok := newToken()
+	it, err := newCommandsItem(int64(f), tok, c)
 	if err != nil {
 		return job.Commands{}, fmt.Errorf("commands of job %s: %w", c.JobID, err)
 	}
@@ -235,14 +248,18 @@ func (s *Store) PutCommands(ctx context.Context, f store.Fence, c job.Commands) 
 	version := expression.Name(attrVersion)
 	update := replaceRecord(item, commandsAttrs, attrVersion).
 		Set(version, expression.Plus(expression.IfNotExists(version, expression.Value(0)), expression.Value(1)))
-	expr, err := expression.NewBuilder().WithUpdate(update).WithCondition(fenceOK(f)).Build()
+	expr, err := expression.NewBuilder().WithUpdate(update).WithCondition(fenceOK(f).And(tokenIsNot(tok))).Build()
 	if err != nil {
 		return job.Commands{}, fmt.Errorf("build commands update: %w", err)
 	}
 	attrs, cur, refused, err := s.updateIf(ctx, key(jobKey(c.JobID), skCommands), expr, types.ReturnValueUpdatedNew)
 	if refused {
-		if err != nil {
+		switch {
+		case err != nil:
 			return job.Commands{}, fmt.Errorf("commands of job %s: write rejected: %w", c.JobID, err)
+		case cur.token == tok:
+			c.Version = cur.version
+			return c, nil
 		}
 		return job.Commands{}, fencedError(fmt.Sprintf("command record of job %s", c.JobID), f, cur)
 	}
@@ -262,17 +279,21 @@ func (s *Store) PutCommands(ctx context.Context, f store.Fence, c job.Commands) 
 //
 // The reservation is the guarantee: an update of the status item that sets
 // max_epoch to the new epoch only if it is below it, and only if no newer
-// controller wrote the item (raising the item's fence to the writer's).
-// DynamoDB applies it atomically, so of any number of racing writers, in
-// one process or many, exactly one gets each epoch, and the counter
-// outlives deleted checkpoints, so an epoch is never reused. The item is
-// then put if absent. A crash between the two leaves an epoch with no item:
-// a gap, never a repeat.
+// controller wrote or claimed the item (raising the item's fence to the
+// writer's). DynamoDB applies it atomically, so of any number of racing
+// writers, in one process or many, exactly one gets each epoch, and the
+// counter outlives deleted checkpoints, so an epoch is never reused. The
+// item is then put if absent. A crash between the two leaves an epoch with
+// no item: a gap, never a repeat. Both writes carry the call's token, so a
+// retry of either after a lost answer is recognised as the call's own
+// (no skipped epoch, no orphan item).
 //
 // This is cheaper than one TransactWriteItems of both (transactions cost
 // twice the write units, and checkpoint items are the largest the store
 // writes), and no less safe: the put cannot collide, because only the
-// reserving writer knows the epoch is free.
+// reserving writer knows the epoch is free, and Claim leaves its fence on
+// the newest reserved epoch's key, so a deposed writer's put that arrives
+// after a successor's claim is refused.
 func (s *Store) CreateCheckpoint(ctx context.Context, f store.Fence, cp job.Checkpoint) error {
 	if err := validID(cp.JobID); err != nil {
 		return err
@@ -280,26 +301,30 @@ func (s *Store) CreateCheckpoint(ctx context.Context, f store.Fence, cp job.Chec
 	if cp.Epoch <= 0 {
 		return fmt.Errorf("checkpoint epoch %d of job %s: epochs start at 1 (%w)", cp.Epoch, cp.JobID, store.ErrEpochNotIncreasing)
 	}
+	tok := newToken()
 	// Encode and size-check first, so a record that cannot be stored does
 	// not use up an epoch.
-	item, err := s.checkpointAttrs(f, cp)
+	item, err := s.checkpointAttrs(f, tok, cp)
 	if err != nil {
 		return err
 	}
-	if err := s.reserveEpoch(ctx, f, cp.JobID, cp.Epoch); err != nil {
+	if err := s.reserveEpoch(ctx, f, cp.JobID, cp.Epoch, tok); err != nil {
 		return err
 	}
 	expr, err := expression.NewBuilder().WithCondition(expression.AttributeNotExists(expression.Name(attrPK))).Build()
 	if err != nil {
 		return fmt.Errorf("build checkpoint condition: %w", err)
 	}
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                &s.table,
-		Item:                     item,
-		ConditionExpression:      expr.Condition(),
-		ExpressionAttributeNames: expr.Names(),
-	})
-	if _, failed := conditionFailure(err); failed {
+	cur, refused, err := s.putIf(ctx, key(jobKey(cp.JobID), checkpointKey(cp.Epoch)), item, expr)
+	if refused {
+		switch {
+		case err != nil:
+			return fmt.Errorf("write checkpoint %d of job %s (the epoch is reserved; start the next checkpoint at a new epoch): %w", cp.Epoch, cp.JobID, err)
+		case cur.token == tok:
+			return nil
+		case cur.fence > int64(f):
+			return fencedError(fmt.Sprintf("checkpoint %d of job %s", cp.Epoch, cp.JobID), f, cur)
+		}
 		return fmt.Errorf("checkpoint %d of job %s already exists although its epoch was just reserved (%w): was the status item deleted by hand?", cp.Epoch, cp.JobID, store.ErrEpochNotIncreasing)
 	}
 	if err != nil {
@@ -308,10 +333,12 @@ func (s *Store) CreateCheckpoint(ctx context.Context, f store.Fence, cp job.Chec
 	return nil
 }
 
-func (s *Store) reserveEpoch(ctx context.Context, f store.Fence, id job.ID, epoch int64) error {
+func (s *Store) reserveEpoch(ctx context.Context, f store.Fence, id job.ID, epoch int64, tok string) error {
 	maxEpoch := expression.Name(attrMaxEpoch)
 	expr, err := expression.NewBuilder().
-		WithUpdate(expression.Set(maxEpoch, expression.Value(epoch)).Set(expression.Name(attrFence), expression.Value(int64(f)))).
+		WithUpdate(expression.Set(maxEpoch, expression.Value(epoch)).
+			Set(expression.Name(attrFence), expression.Value(int64(f))).
+			Set(expression.Name(attrEpochToken), expression.Value(tok))).
 		WithCondition(fenceOK(f).And(expression.Or(
 			expression.AttributeNotExists(maxEpoch),
 			maxEpoch.LessThan(expression.Value(epoch)),
@@ -325,6 +352,8 @@ func (s *Store) reserveEpoch(ctx context.Context, f store.Fence, id job.ID, epoc
 		switch {
 		case err != nil:
 			return fmt.Errorf("reserve checkpoint epoch %d of job %s: rejected: %w", epoch, id, err)
+		case cur.epochToken == tok:
+			return nil
 		case cur.fence > int64(f):
 			return fencedError(fmt.Sprintf("epoch counter of job %s", id), f, cur)
 		default:
@@ -345,8 +374,8 @@ func reasonCodes(reasons []types.CancellationReason) string {
 	return fmt.Sprint(codes)
 }
 
-func (s *Store) checkpointAttrs(f store.Fence, cp job.Checkpoint) (map[string]types.AttributeValue, error) {
-	it, err := newCheckpointItem(int64(f), cp)
+func (s *Store) checkpointAttrs(f store.Fence, tok string, cp job.Checkpoint) (map[string]types.AttributeValue, error) {
+	it, err := newCheckpointItem(int64(f), tok, cp)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, err)
 	}
@@ -362,17 +391,19 @@ func (s *Store) checkpointAttrs(f store.Fence, cp job.Checkpoint) (map[string]ty
 }
 
 // UpdateCheckpoint replaces an existing epoch's item unless a newer
-// controller wrote it.
+// controller wrote or claimed it. A fence-only item a claim left is not a
+// checkpoint: it has no epoch attribute.
 func (s *Store) UpdateCheckpoint(ctx context.Context, f store.Fence, cp job.Checkpoint) error {
 	if err := validID(cp.JobID); err != nil {
 		return err
 	}
-	item, err := s.checkpointAttrs(f, cp)
+	tok := newToken()
+	item, err := s.checkpointAttrs(f, tok, cp)
 	if err != nil {
 		return err
 	}
 	expr, err := expression.NewBuilder().
-		WithCondition(expression.AttributeExists(expression.Name(attrPK)).And(fenceOK(f))).
+		WithCondition(expression.AttributeExists(expression.Name(attrEpoch)).And(fenceOK(f))).
 		Build()
 	if err != nil {
 		return fmt.Errorf("build checkpoint condition: %w", err)
@@ -382,10 +413,12 @@ func (s *Store) UpdateCheckpoint(ctx context.Context, f store.Fence, cp job.Chec
 		switch {
 		case err != nil:
 			return fmt.Errorf("update checkpoint %d of job %s: rejected: %w", cp.Epoch, cp.JobID, err)
-		case !cur.exists:
-			return fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, store.ErrNotFound)
-		default:
+		case cur.token == tok:
+			return nil
+		case cur.fence > int64(f):
 			return fencedError(fmt.Sprintf("checkpoint %d of job %s", cp.Epoch, cp.JobID), f, cur)
+		default:
+			return fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, store.ErrNotFound)
 		}
 	}
 	if err != nil {
@@ -437,6 +470,9 @@ func (s *Store) ListCheckpoints(ctx context.Context, id job.ID) ([]job.Checkpoin
 	out := []job.Checkpoint{}
 	err := s.queryCheckpoints(ctx, id, checkpointKey(1<<63-1), nil, func(items []map[string]types.AttributeValue) error {
 		for _, item := range items {
+			if _, ok := item[attrEpoch]; !ok {
+				continue // the fence a claim left on a reserved epoch
+			}
 			var it checkpointItem
 			if err := unmarshal(item, &it); err != nil {
 				return fmt.Errorf("decode checkpoint item: %w", err)
@@ -479,12 +515,63 @@ func (s *Store) MaxEpoch(ctx context.Context, id job.ID) (int64, error) {
 	return e, nil
 }
 
+// batchMark is the first action of a transaction: an update of the status
+// item that stores the transaction's token, only if no newer controller
+// wrote or claimed the item. It costs what a ConditionCheck costs, and
+// unlike one it leaves the token where a retry of the transaction finds
+// it: deleted items cannot carry one.
+func (s *Store) batchMark(f store.Fence, id job.ID, tok string) (types.TransactWriteItem, error) {
+	expr, err := expression.NewBuilder().
+		WithUpdate(expression.Set(expression.Name(attrBatchToken), expression.Value(tok))).
+		WithCondition(fenceOK(f)).
+		Build()
+	if err != nil {
+		return types.TransactWriteItem{}, fmt.Errorf("build fence check: %w", err)
+	}
+	return types.TransactWriteItem{Update: &types.Update{
+		TableName:                           &s.table,
+		Key:                                 key(jobKey(id), skStatus),
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}}, nil
+}
+
+// refusedAction is the first action of a cancelled transaction whose
+// condition failed, with what its item held.
+type refusedAction struct {
+	index int
+	cur   stored
+}
+
+// transact runs a transaction. A cancellation caused by failed conditions
+// is reported as the first refused action (refused true), with what its
+// item held; err is then only a failure to learn that.
+func (s *Store) transact(ctx context.Context, items []types.TransactWriteItem, keys []map[string]types.AttributeValue) (r refusedAction, refused bool, err error) {
+	_, err = s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+	reasons, cancelled := cancellation(err)
+	if !cancelled {
+		return refusedAction{}, false, err
+	}
+	for i, reason := range reasons {
+		if !conditionFailed(reason) {
+			continue
+		}
+		cur, rerr := s.storedAfterFailure(ctx, keys[i], reason.Item)
+		return refusedAction{index: i, cur: cur}, true, rerr
+	}
+	return refusedAction{}, false, fmt.Errorf("transaction cancelled %s: %w", reasonCodes(reasons), err)
+}
+
 // DeleteCheckpoints deletes the epochs below the bound in transactions of
-// up to 99 deletes plus a fence check on the status item: each delete only
-// if no newer controller wrote that checkpoint, all of them only if no
-// newer controller wrote the status. A former leader must not delete the
-// checkpoint its successor is restoring from, even one the successor never
-// wrote. The epoch counter is untouched.
+// up to 99 deletes plus a fence check on the status item (batchMark): each
+// delete only if no newer controller wrote that checkpoint, all of them
+// only if no newer controller wrote or claimed the status. A former leader
+// must not delete the checkpoint its successor is restoring from, even one
+// the successor never wrote. The epoch counter is untouched; the fences a
+// claim left on reserved epochs below the bound go too.
 func (s *Store) DeleteCheckpoints(ctx context.Context, f store.Fence, id job.ID, below int64) (int, error) {
 	if err := validID(id); err != nil {
 		return 0, err
@@ -492,12 +579,17 @@ func (s *Store) DeleteCheckpoints(ctx context.Context, f store.Fence, id job.ID,
 	if below <= 1 {
 		return 0, nil
 	}
-	var sks []string
-	proj := expression.NamesList(expression.Name(attrSK))
+	type found struct {
+		sk     string
+		record bool
+	}
+	var cps []found
+	proj := expression.NamesList(expression.Name(attrSK), expression.Name(attrEpoch))
 	err := s.queryCheckpoints(ctx, id, checkpointKey(below-1), &proj, func(items []map[string]types.AttributeValue) error {
 		for _, item := range items {
 			if sk, ok := item[attrSK].(*types.AttributeValueMemberS); ok {
-				sks = append(sks, sk.Value)
+				_, record := item[attrEpoch]
+				cps = append(cps, found{sk.Value, record})
 			}
 		}
 		return nil
@@ -509,49 +601,48 @@ func (s *Store) DeleteCheckpoints(ctx context.Context, f store.Fence, id job.ID,
 	if err != nil {
 		return 0, fmt.Errorf("build fence condition: %w", err)
 	}
-	deleted := 0
-	for chunk := range slices.Chunk(sks, maxTransactItems-1) {
-		items := make([]types.TransactWriteItem, 0, len(chunk)+1)
-		items = append(items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
-			TableName:                           &s.table,
-			Key:                                 key(jobKey(id), skStatus),
-			ConditionExpression:                 guard.Condition(),
-			ExpressionAttributeNames:            guard.Names(),
-			ExpressionAttributeValues:           guard.Values(),
-			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-		}})
-		for _, sk := range chunk {
+	tok := newToken()
+	deleted, chunks := 0, 0
+	for chunk := range slices.Chunk(cps, maxTransactItems-1) {
+		// One token per transaction: each is its own write.
+		chunkTok := fmt.Sprintf("%s/%d", tok, chunks)
+		chunks++
+		mark, err := s.batchMark(f, id, chunkTok)
+		if err != nil {
+			return deleted, err
+		}
+		items := []types.TransactWriteItem{mark}
+		keys := []map[string]types.AttributeValue{key(jobKey(id), skStatus)}
+		records := 0
+		for _, cp := range chunk {
+			if cp.record {
+				records++
+			}
+			k := key(jobKey(id), cp.sk)
+			keys = append(keys, k)
 			items = append(items, types.TransactWriteItem{Delete: &types.Delete{
 				TableName:                           &s.table,
-				Key:                                 key(jobKey(id), sk),
+				Key:                                 k,
 				ConditionExpression:                 guard.Condition(),
 				ExpressionAttributeNames:            guard.Names(),
 				ExpressionAttributeValues:           guard.Values(),
 				ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 			}})
 		}
-		_, err := s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
-		if reasons, cancelled := cancellation(err); cancelled {
-			for i, r := range reasons {
-				if !conditionFailed(r) {
-					continue
-				}
-				what, k := fmt.Sprintf("status of job %s", id), key(jobKey(id), skStatus)
-				if i > 0 {
-					what, k = fmt.Sprintf("checkpoint item %s of job %s", chunk[i-1], id), key(jobKey(id), chunk[i-1])
-				}
-				cur, rerr := s.storedAfterFailure(ctx, k, r.Item)
-				if rerr != nil {
-					return deleted, fmt.Errorf("delete checkpoints of job %s: %s refused the delete: %w", id, what, rerr)
-				}
-				return deleted, fencedError(what, f, cur)
-			}
-			return deleted, fmt.Errorf("delete checkpoints of job %s: transaction cancelled %s: %w", id, reasonCodes(reasons), err)
-		}
-		if err != nil {
+		r, refused, err := s.transact(ctx, items, keys)
+		switch {
+		case refused && err != nil:
+			return deleted, fmt.Errorf("delete checkpoints of job %s: a condition refused the delete: %w", id, err)
+		case refused && r.index == 0 && r.cur.batchToken == chunkTok:
+			// A retry of this transaction, which had landed.
+		case refused && r.index == 0:
+			return deleted, fencedError(fmt.Sprintf("status of job %s", id), f, r.cur)
+		case refused:
+			return deleted, fencedError(fmt.Sprintf("checkpoint item %s of job %s", chunk[r.index-1].sk, id), f, r.cur)
+		case err != nil:
 			return deleted, fmt.Errorf("delete checkpoints of job %s: %w", id, err)
 		}
-		deleted += len(chunk)
+		deleted += records
 	}
 	return deleted, nil
 }
@@ -598,9 +689,17 @@ func (s *Store) ActiveJobs(ctx context.Context) ([]store.JobRef, error) {
 }
 
 // Park removes `active` from the config item only while the config is
-// still at configVersion; a newer version keeps the job on the index.
-func (s *Store) Park(ctx context.Context, id job.ID, configVersion int64) error {
+// still at configVersion, and only if no newer controller wrote or claimed
+// the job's status: one transaction of the status mark (batchMark) and the
+// config update. Parking is rare, once per job coming to rest, so its
+// doubled price is small.
+func (s *Store) Park(ctx context.Context, f store.Fence, id job.ID, configVersion int64) error {
 	if err := validID(id); err != nil {
+		return err
+	}
+	tok := newToken()
+	mark, err := s.batchMark(f, id, tok)
+	if err != nil {
 		return err
 	}
 	expr, err := expression.NewBuilder().
@@ -610,19 +709,112 @@ func (s *Store) Park(ctx context.Context, id job.ID, configVersion int64) error 
 	if err != nil {
 		return fmt.Errorf("build park update: %w", err)
 	}
-	_, cur, refused, err := s.updateIf(ctx, key(jobKey(id), skConfig), expr, types.ReturnValueNone)
-	if refused {
-		switch {
-		case err != nil:
-			return fmt.Errorf("park job %s: rejected: %w", id, err)
-		case !cur.exists:
-			return fmt.Errorf("config of job %s: %w", id, store.ErrNotFound)
-		default:
-			return &store.ConflictError{What: "config", JobID: id, Expected: configVersion, Current: cur.version}
-		}
-	}
-	if err != nil {
+	configKey := key(jobKey(id), skConfig)
+	park := types.TransactWriteItem{Update: &types.Update{
+		TableName:                           &s.table,
+		Key:                                 configKey,
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}}
+	r, refused, err := s.transact(ctx, []types.TransactWriteItem{mark, park}, []map[string]types.AttributeValue{key(jobKey(id), skStatus), configKey})
+	switch {
+	case refused && err != nil:
+		return fmt.Errorf("park job %s: rejected: %w", id, err)
+	case refused && r.index == 0 && r.cur.batchToken == tok:
+		return nil
+	case refused && r.index == 0:
+		return fencedError(fmt.Sprintf("status of job %s", id), f, r.cur)
+	case refused && !r.cur.exists:
+		return fmt.Errorf("config of job %s: %w", id, store.ErrNotFound)
+	case refused:
+		return &store.ConflictError{What: "config", JobID: id, Expected: configVersion, Current: r.cur.version}
+	case err != nil:
 		return fmt.Errorf("park job %s: %w", id, err)
 	}
 	return nil
+}
+
+// maxClaimedEpochs bounds the reserved epochs without an item that Claim
+// fences. A controller creates one checkpoint at a time, so only the
+// newest reserved epoch can have its item still on the way; a few more
+// cover deposed controllers of earlier tenures.
+const maxClaimedEpochs = 4
+
+// Claim raises the job's fence to f on every item, in an order that
+// leaves no gap: first the status item (which also holds the epoch
+// counter, and which status writes, epoch reservations, checkpoint
+// deletions and Park check), refusing a higher fence; then the command
+// record (a fence-only item when none exists yet, which GetCommands reads
+// as no record); then every checkpoint item, and the keys of the newest
+// reserved epochs that have no item yet, so a put a deposed controller
+// still has on the way is refused. Each is one conditional UpdateItem, so
+// a claim costs a few write units per take-over, and the ordinary writes
+// keep their single-item conditions. Repeating a claim changes nothing.
+func (s *Store) Claim(ctx context.Context, f store.Fence, id job.ID) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	status, err := s.raiseFence(ctx, f, id, skStatus, fmt.Sprintf("status of job %s", id))
+	if err != nil {
+		return err
+	}
+	if _, err := s.raiseFence(ctx, f, id, skCommands, fmt.Sprintf("command record of job %s", id)); err != nil {
+		return err
+	}
+	var (
+		raise   []string
+		highest int64
+	)
+	proj := expression.NamesList(expression.Name(attrSK), expression.Name(attrFence))
+	err = s.queryCheckpoints(ctx, id, checkpointKey(1<<63-1), &proj, func(items []map[string]types.AttributeValue) error {
+		for _, item := range items {
+			sk := stringAttr(item, attrSK)
+			if e, ok := epochOfKey(sk); ok && e > highest {
+				highest = e
+			}
+			if fence, _ := numberAttr(item, attrFence); fence < int64(f) {
+				raise = append(raise, sk)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("claim job %s: list its checkpoints: %w", id, err)
+	}
+	maxEpoch, _ := numberAttr(status, attrMaxEpoch)
+	for e := max(highest+1, maxEpoch-maxClaimedEpochs+1, 1); e <= maxEpoch; e++ {
+		raise = append(raise, checkpointKey(e))
+	}
+	for _, sk := range raise {
+		if _, err := s.raiseFence(ctx, f, id, sk, fmt.Sprintf("checkpoint item %s of job %s", sk, id)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// raiseFence sets the fence of item sk to f unless a higher fence is
+// stored, creating a fence-only item when there is none, and returns the
+// item as it now is.
+func (s *Store) raiseFence(ctx context.Context, f store.Fence, id job.ID, sk, what string) (map[string]types.AttributeValue, error) {
+	expr, err := expression.NewBuilder().
+		WithUpdate(expression.Set(expression.Name(attrFence), expression.Value(int64(f)))).
+		WithCondition(fenceOK(f)).
+		Build()
+	if err != nil {
+		return nil, fmt.Errorf("build fence update: %w", err)
+	}
+	attrs, cur, refused, err := s.updateIf(ctx, key(jobKey(id), sk), expr, types.ReturnValueAllNew)
+	switch {
+	case refused && err != nil:
+		return nil, fmt.Errorf("claim job %s: %s refused the fence: %w", id, what, err)
+	case refused:
+		return nil, fmt.Errorf("claim job %s under fence %d: %w", id, f, fencedError(what, f, cur))
+	case err != nil:
+		return nil, fmt.Errorf("claim job %s: raise the fence of the %s: %w", id, what, err)
+	}
+	return attrs, nil
 }

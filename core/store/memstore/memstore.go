@@ -16,24 +16,47 @@ import (
 )
 
 // Store is safe for concurrent use.
+//
+// It keeps one fence per item, as the DynamoDB store does: the status
+// item's (raised by status writes, checkpoint creation and Claim), the
+// command record's and each checkpoint's. Claim raises them all.
 type Store struct {
 	mu       sync.Mutex
-	configs  map[job.ID]job.Config
+	configs  map[job.ID]item[job.Config]
 	active   map[job.ID]bool
-	statuses map[job.ID]fenced[job.Status]
-	commands map[job.ID]fenced[job.Commands]
-	cps      map[job.ID]map[int64]fenced[job.Checkpoint]
+	statuses map[job.ID]item[job.Status]
+	commands map[job.ID]item[job.Commands]
+	cps      map[job.ID]map[int64]item[job.Checkpoint]
 	maxEpoch map[job.ID]int64
-	// fences is each job's fence: raised by status writes and checkpoint
-	// creation, as the DynamoDB store keeps it on the status item.
-	fences   map[job.ID]store.Fence
-	failNext error
-	writes   int
+	// fences is the fence of each job's status item, which exists (as a
+	// fence and epoch counter) before any status is written.
+	fences map[job.ID]store.Fence
+	// commandFences is the fence of each job's command record; Claim sets
+	// it before any record is written.
+	commandFences map[job.ID]store.Fence
+	// batches holds, per job, the token and answer of the last
+	// DeleteCheckpoints or Park, which the DynamoDB store keeps on the
+	// status item: deleted items cannot carry a token themselves.
+	batches map[job.ID]batch
+
+	failNext    error
+	writes      int
+	tokens      int
+	loseAnswers bool
+	replays     int
 }
 
-type fenced[T any] struct {
+// item is a stored record with the fence and the token of the write that
+// stored it.
+type item[T any] struct {
 	v     T
 	fence store.Fence
+	tok   string
+}
+
+type batch struct {
+	tok string
+	n   int
 }
 
 var _ store.Store = (*Store)(nil)
@@ -41,13 +64,15 @@ var _ store.Store = (*Store)(nil)
 // New returns an empty store.
 func New() *Store {
 	return &Store{
-		configs:  map[job.ID]job.Config{},
-		active:   map[job.ID]bool{},
-		statuses: map[job.ID]fenced[job.Status]{},
-		commands: map[job.ID]fenced[job.Commands]{},
-		cps:      map[job.ID]map[int64]fenced[job.Checkpoint]{},
-		maxEpoch: map[job.ID]int64{},
-		fences:   map[job.ID]store.Fence{},
+		configs:       map[job.ID]item[job.Config]{},
+		active:        map[job.ID]bool{},
+		statuses:      map[job.ID]item[job.Status]{},
+		commands:      map[job.ID]item[job.Commands]{},
+		cps:           map[job.ID]map[int64]item[job.Checkpoint]{},
+		maxEpoch:      map[job.ID]int64{},
+		fences:        map[job.ID]store.Fence{},
+		commandFences: map[job.ID]store.Fence{},
+		batches:       map[job.ID]batch{},
 	}
 }
 
@@ -65,10 +90,47 @@ func (s *Store) Writes() int {
 	return s.writes
 }
 
+// LoseAnswers makes every conditional write (not Claim, which is
+// idempotent) apply twice with the same token and return the second
+// answer: what a transport does when a write took effect, its answer was
+// lost and it sent the same request again. The store's answer must be the
+// same as without the loss.
+func (s *Store) LoseAnswers(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loseAnswers = on
+}
+
+// Replays counts the writes applied a second time under LoseAnswers.
+func (s *Store) Replays() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.replays
+}
+
 func (s *Store) fail() error {
 	err := s.failNext
 	s.failNext = nil
 	return err
+}
+
+// write runs one logical write under the lock with a fresh token, and
+// again with the same token when answers are lost.
+func write[R any](s *Store, apply func(tok string) (R, error)) (R, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.fail(); err != nil {
+		var zero R
+		return zero, err
+	}
+	s.tokens++
+	tok := fmt.Sprintf("t%d", s.tokens)
+	r, err := apply(tok)
+	if s.loseAnswers {
+		s.replays++
+		r, err = apply(tok)
+	}
+	return r, err
 }
 
 func check(stored store.Fence, f store.Fence) error {
@@ -88,28 +150,25 @@ func (s *Store) GetConfig(_ context.Context, id job.ID) (job.Config, error) {
 	if !ok {
 		return job.Config{}, fmt.Errorf("config of job %s: %w", id, store.ErrNotFound)
 	}
-	return cloneConfig(c), nil
+	return cloneConfig(c.v), nil
 }
 
 func (s *Store) PutConfig(_ context.Context, cfg job.Config) (job.Config, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.fail(); err != nil {
-		return job.Config{}, err
-	}
-	cur, ok := s.configs[cfg.JobID]
-	if (!ok && cfg.Version != 0) || (ok && cur.Version != cfg.Version) {
-		current := int64(0)
-		if ok {
-			current = cur.Version
+	return write(s, func(tok string) (job.Config, error) {
+		cur, ok := s.configs[cfg.JobID]
+		if ok && cur.tok == tok {
+			return cloneConfig(cur.v), nil
 		}
-		return job.Config{}, &store.ConflictError{What: "config", JobID: cfg.JobID, Expected: cfg.Version, Current: current}
-	}
-	cfg.Version++
-	s.configs[cfg.JobID] = cloneConfig(cfg)
-	s.active[cfg.JobID] = true
-	s.writes++
-	return cfg, nil
+		if (!ok && cfg.Version != 0) || (ok && cur.v.Version != cfg.Version) {
+			return job.Config{}, &store.ConflictError{What: "config", JobID: cfg.JobID, Expected: cfg.Version, Current: cur.v.Version}
+		}
+		next := cloneConfig(cfg)
+		next.Version++
+		s.configs[cfg.JobID] = item[job.Config]{v: next, tok: tok}
+		s.active[cfg.JobID] = true
+		s.writes++
+		return cloneConfig(next), nil
+	})
 }
 
 func (s *Store) GetStatus(_ context.Context, id job.ID) (job.Status, error) {
@@ -126,67 +185,94 @@ func (s *Store) GetStatus(_ context.Context, id job.ID) (job.Status, error) {
 }
 
 func (s *Store) PutStatus(_ context.Context, f store.Fence, st job.Status) (job.Status, error) {
+	return write(s, func(tok string) (job.Status, error) {
+		cur, ok := s.statuses[st.JobID]
+		if ok && cur.tok == tok {
+			return cloneStatus(cur.v), nil
+		}
+		if err := check(s.fences[st.JobID], f); err != nil {
+			return job.Status{}, fmt.Errorf("status of job %s: %w", st.JobID, err)
+		}
+		if (!ok && st.Version != 0) || (ok && cur.v.Version != st.Version) {
+			return job.Status{}, &store.ConflictError{What: "status", JobID: st.JobID, Expected: st.Version, Current: cur.v.Version, CurrentFence: s.fences[st.JobID]}
+		}
+		next := cloneStatus(st)
+		next.Version++
+		s.statuses[st.JobID] = item[job.Status]{v: next, fence: f, tok: tok}
+		s.fences[st.JobID] = f
+		s.writes++
+		return cloneStatus(next), nil
+	})
+}
+
+// Claim raises the fence of every item of the job to f at once.
+func (s *Store) Claim(_ context.Context, f store.Fence, id job.ID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.fail(); err != nil {
-		return job.Status{}, err
+		return err
 	}
-	cur, ok := s.statuses[st.JobID]
-	if err := check(s.fences[st.JobID], f); err != nil {
-		return job.Status{}, fmt.Errorf("status of job %s: %w", st.JobID, err)
+	if err := check(s.fences[id], f); err != nil {
+		return fmt.Errorf("claim job %s: status: %w", id, err)
 	}
-	if (!ok && st.Version != 0) || (ok && cur.v.Version != st.Version) {
-		current := int64(0)
-		if ok {
-			current = cur.v.Version
+	if err := check(s.commandFences[id], f); err != nil {
+		return fmt.Errorf("claim job %s: command record: %w", id, err)
+	}
+	for e, cp := range s.cps[id] {
+		if err := check(cp.fence, f); err != nil {
+			return fmt.Errorf("claim job %s: checkpoint %d: %w", id, e, err)
 		}
-		return job.Status{}, &store.ConflictError{What: "status", JobID: st.JobID, Expected: st.Version, Current: current}
 	}
-	st.Version++
-	s.statuses[st.JobID] = fenced[job.Status]{cloneStatus(st), f}
-	s.fences[st.JobID] = f
+	s.fences[id] = f
+	s.commandFences[id] = f
+	for e, cp := range s.cps[id] {
+		cp.fence = f
+		s.cps[id][e] = cp
+	}
 	s.writes++
-	return st, nil
+	return nil
 }
 
 func (s *Store) CreateCheckpoint(_ context.Context, f store.Fence, cp job.Checkpoint) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.fail(); err != nil {
-		return err
-	}
-	if err := check(s.fences[cp.JobID], f); err != nil {
-		return fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, err)
-	}
-	if cp.Epoch <= s.maxEpoch[cp.JobID] {
-		return fmt.Errorf("epoch %d of job %s is not above %d: %w", cp.Epoch, cp.JobID, s.maxEpoch[cp.JobID], store.ErrEpochNotIncreasing)
-	}
-	if s.cps[cp.JobID] == nil {
-		s.cps[cp.JobID] = map[int64]fenced[job.Checkpoint]{}
-	}
-	s.cps[cp.JobID][cp.Epoch] = fenced[job.Checkpoint]{cloneCheckpoint(cp), f}
-	s.maxEpoch[cp.JobID] = cp.Epoch
-	s.fences[cp.JobID] = f
-	s.writes++
-	return nil
+	_, err := write(s, func(tok string) (struct{}, error) {
+		if cur, ok := s.cps[cp.JobID][cp.Epoch]; ok && cur.tok == tok {
+			return struct{}{}, nil
+		}
+		if err := check(s.fences[cp.JobID], f); err != nil {
+			return struct{}{}, fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, err)
+		}
+		if cp.Epoch <= s.maxEpoch[cp.JobID] {
+			return struct{}{}, fmt.Errorf("epoch %d of job %s is not above %d: %w", cp.Epoch, cp.JobID, s.maxEpoch[cp.JobID], store.ErrEpochNotIncreasing)
+		}
+		if s.cps[cp.JobID] == nil {
+			s.cps[cp.JobID] = map[int64]item[job.Checkpoint]{}
+		}
+		s.cps[cp.JobID][cp.Epoch] = item[job.Checkpoint]{v: cloneCheckpoint(cp), fence: f, tok: tok}
+		s.maxEpoch[cp.JobID] = cp.Epoch
+		s.fences[cp.JobID] = f
+		s.writes++
+		return struct{}{}, nil
+	})
+	return err
 }
 
 func (s *Store) UpdateCheckpoint(_ context.Context, f store.Fence, cp job.Checkpoint) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.fail(); err != nil {
-		return err
-	}
-	cur, ok := s.cps[cp.JobID][cp.Epoch]
-	if !ok {
-		return fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, store.ErrNotFound)
-	}
-	if err := check(cur.fence, f); err != nil {
-		return fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, err)
-	}
-	s.cps[cp.JobID][cp.Epoch] = fenced[job.Checkpoint]{cloneCheckpoint(cp), f}
-	s.writes++
-	return nil
+	_, err := write(s, func(tok string) (struct{}, error) {
+		cur, ok := s.cps[cp.JobID][cp.Epoch]
+		if !ok {
+			return struct{}{}, fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, store.ErrNotFound)
+		}
+		if cur.tok == tok {
+			return struct{}{}, nil
+		}
+		if err := check(cur.fence, f); err != nil {
+			return struct{}{}, fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, err)
+		}
+		s.cps[cp.JobID][cp.Epoch] = item[job.Checkpoint]{v: cloneCheckpoint(cp), fence: f, tok: tok}
+		s.writes++
+		return struct{}{}, nil
+	})
+	return err
 }
 
 func (s *Store) ListCheckpoints(_ context.Context, id job.ID) ([]job.Checkpoint, error) {
@@ -213,32 +299,33 @@ func (s *Store) MaxEpoch(_ context.Context, id job.ID) (int64, error) {
 }
 
 func (s *Store) DeleteCheckpoints(_ context.Context, f store.Fence, id job.ID, below int64) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.fail(); err != nil {
-		return 0, err
-	}
-	if err := check(s.fences[id], f); err != nil {
-		return 0, fmt.Errorf("checkpoints of job %s: %w", id, err)
-	}
-	for e, cp := range s.cps[id] {
-		if e < below {
-			if err := check(cp.fence, f); err != nil {
-				return 0, fmt.Errorf("checkpoint %d of job %s: %w", e, id, err)
+	return write(s, func(tok string) (int, error) {
+		if b := s.batches[id]; b.tok == tok {
+			return b.n, nil
+		}
+		if err := check(s.fences[id], f); err != nil {
+			return 0, fmt.Errorf("checkpoints of job %s: %w", id, err)
+		}
+		for e, cp := range s.cps[id] {
+			if e < below {
+				if err := check(cp.fence, f); err != nil {
+					return 0, fmt.Errorf("checkpoint %d of job %s: %w", e, id, err)
+				}
 			}
 		}
-	}
-	n := 0
-	for e := range s.cps[id] {
-		if e < below {
-			delete(s.cps[id], e)
-			n++
+		n := 0
+		for e := range s.cps[id] {
+			if e < below {
+				delete(s.cps[id], e)
+				n++
+			}
 		}
-	}
-	if n > 0 {
-		s.writes++
-	}
-	return n, nil
+		if n > 0 {
+			s.batches[id] = batch{tok: tok, n: n}
+			s.writes++
+		}
+		return n, nil
+	})
 }
 
 func (s *Store) GetCommands(_ context.Context, id job.ID) (job.Commands, error) {
@@ -255,21 +342,21 @@ func (s *Store) GetCommands(_ context.Context, id job.ID) (job.Commands, error) 
 }
 
 func (s *Store) PutCommands(_ context.Context, f store.Fence, c job.Commands) (job.Commands, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.fail(); err != nil {
-		return job.Commands{}, err
-	}
-	cur, ok := s.commands[c.JobID]
-	if ok {
-		if err := check(cur.fence, f); err != nil {
+	return write(s, func(tok string) (job.Commands, error) {
+		cur, ok := s.commands[c.JobID]
+		if ok && cur.tok == tok {
+			return cloneCommands(cur.v), nil
+		}
+		if err := check(s.commandFences[c.JobID], f); err != nil {
 			return job.Commands{}, fmt.Errorf("commands of job %s: %w", c.JobID, err)
 		}
-	}
-	c.Version = cur.v.Version + 1
-	s.commands[c.JobID] = fenced[job.Commands]{cloneCommands(c), f}
-	s.writes++
-	return c, nil
+		next := cloneCommands(c)
+		next.Version = cur.v.Version + 1
+		s.commands[c.JobID] = item[job.Commands]{v: next, fence: f, tok: tok}
+		s.commandFences[c.JobID] = f
+		s.writes++
+		return cloneCommands(next), nil
+	})
 }
 
 func (s *Store) ActiveJobs(_ context.Context) ([]store.JobRef, error) {
@@ -281,27 +368,32 @@ func (s *Store) ActiveJobs(_ context.Context) ([]store.JobRef, error) {
 	ids := slices.Sorted(maps.Keys(s.active))
 	out := make([]store.JobRef, 0, len(ids))
 	for _, id := range ids {
-		out = append(out, store.JobRef{ID: id, ConfigVersion: s.configs[id].Version})
+		out = append(out, store.JobRef{ID: id, ConfigVersion: s.configs[id].v.Version})
 	}
 	return out, nil
 }
 
-func (s *Store) Park(_ context.Context, id job.ID, configVersion int64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.fail(); err != nil {
-		return err
-	}
-	cur, ok := s.configs[id]
-	if !ok {
-		return fmt.Errorf("config of job %s: %w", id, store.ErrNotFound)
-	}
-	if cur.Version != configVersion {
-		return &store.ConflictError{What: "config", JobID: id, Expected: configVersion, Current: cur.Version}
-	}
-	delete(s.active, id)
-	s.writes++
-	return nil
+func (s *Store) Park(_ context.Context, f store.Fence, id job.ID, configVersion int64) error {
+	_, err := write(s, func(tok string) (struct{}, error) {
+		if b := s.batches[id]; b.tok == tok {
+			return struct{}{}, nil
+		}
+		if err := check(s.fences[id], f); err != nil {
+			return struct{}{}, fmt.Errorf("park job %s: %w", id, err)
+		}
+		cur, ok := s.configs[id]
+		if !ok {
+			return struct{}{}, fmt.Errorf("config of job %s: %w", id, store.ErrNotFound)
+		}
+		if cur.v.Version != configVersion {
+			return struct{}{}, &store.ConflictError{What: "config", JobID: id, Expected: configVersion, Current: cur.v.Version}
+		}
+		delete(s.active, id)
+		s.batches[id] = batch{tok: tok}
+		s.writes++
+		return struct{}{}, nil
+	})
+	return err
 }
 
 func cloneConfig(c job.Config) job.Config {

@@ -742,7 +742,7 @@ func runIndex(t *testing.T, newStore NewStore) {
 		id := JobID(t, "p")
 		v := mustPutConfig(t, s, Config(id))
 		eventually(t, "job listed", listedAt(t, s, id, 1))
-		if err := s.Park(ctx(t), id, v.Version); err != nil {
+		if err := s.Park(ctx(t), 1, id, v.Version); err != nil {
 			t.Fatalf("Park: %v", err)
 		}
 		eventually(t, "parked job off the index", notListed(t, s, id))
@@ -759,13 +759,13 @@ func runIndex(t *testing.T, newStore NewStore) {
 		id := JobID(t, "p")
 		v1 := mustPutConfig(t, s, Config(id))
 		mustPutConfig(t, s, v1)
-		err := s.Park(ctx(t), id, v1.Version)
+		err := s.Park(ctx(t), 1, id, v1.Version)
 		wantConflict(t, err, "config", 1, 2)
 		eventually(t, "job still listed at version 2", listedAt(t, s, id, 2))
 	})
 	t.Run("ParkMissingIsNotFound", func(t *testing.T) {
 		s := newStore(t)
-		err := s.Park(ctx(t), JobID(t, "p"), 1)
+		err := s.Park(ctx(t), 1, JobID(t, "p"), 1)
 		wantIs(t, err, store.ErrNotFound)
 	})
 }
