@@ -153,7 +153,8 @@ func (a *app) jobsTable(jobs []client.Job) *table {
 	}
 	for _, j := range jobs {
 		v := viewOf(j)
-		t.add(v.ID, v.State, since(now, v.TransitionedAt), fmt.Sprint(v.RunID), fmt.Sprint(v.Restarts),
+		run, restarts := runText(v)
+		t.add(v.ID, v.State, since(now, v.TransitionedAt), run, restarts,
 			epochText(v.LastReadyEpoch), since(now, v.LastReadyAt), orDash(stopText(v.Stop)), errorText(v.LastError))
 	}
 	return t

@@ -115,6 +115,14 @@ func orDash(s string) string {
 	return s
 }
 
+// runText is a job's run id and restarts, or dashes before it has a status.
+func runText(v jobView) (run, restarts string) {
+	if v.Status == nil {
+		return "-", "-"
+	}
+	return strconv.FormatInt(v.RunID, 10), strconv.Itoa(v.Restarts)
+}
+
 func epochText(e int64) string {
 	if e == 0 {
 		return "-"

@@ -172,7 +172,8 @@ func (w *watcher) table(jobs []client.Job) *table {
 		if s := stopText(v.Stop); s != "" && !terminal(v.State) {
 			state += " (stop: " + s + ")"
 		}
-		t.add(v.ID, state, since(now, v.TransitionedAt), fmt.Sprint(v.RunID), fmt.Sprint(v.Restarts),
+		run, restarts := runText(v)
+		t.add(v.ID, state, since(now, v.TransitionedAt), run, restarts,
 			epochText(v.LastReadyEpoch), since(now, v.LastReadyAt), since(now, v.LastHeartbeatAt),
 			rateText(v.RecordsPerSecond), errorText(v.LastError))
 	}
