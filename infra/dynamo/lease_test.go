@@ -21,10 +21,10 @@ import (
 	"github.com/weirstream/weir/infra/resources"
 )
 
-// faults sits between a DynamoDB client and the emulator and fails
+// network sits between a DynamoDB client and the emulator and fails
 // requests on demand: a partition (nothing gets through), or writes whose
 // answer is lost after DynamoDB applied them.
-type faults struct {
+type network struct {
 	base dynamodb.HTTPClient
 
 	mu          sync.Mutex
@@ -33,7 +33,7 @@ type faults struct {
 	dropAnswers int // of UpdateItem, which then did happen
 }
 
-func (f *faults) Do(r *http.Request) (*http.Response, error) {
+func (f *network) Do(r *http.Request) (*http.Response, error) {
 	op := r.Header.Get("X-Amz-Target")
 	write := strings.HasSuffix(op, ".UpdateItem")
 	f.mu.Lock()
@@ -54,7 +54,7 @@ func (f *faults) Do(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-func (f *faults) set(fn func(*faults)) {
+func (f *network) set(fn func(*network)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fn(f)
@@ -63,14 +63,14 @@ func (f *faults) set(fn func(*faults)) {
 type contender struct {
 	lease *dynamo.Lease
 	clock *clock.Fake
-	net   *faults
+	net   *network
 }
 
 // newContender is one controller process: its own client, its own clock.
 // Requests are tried once, so injected faults surface at once.
 func newContender(t *testing.T, cfg aws.Config, table, name string) *contender {
 	t.Helper()
-	net := &faults{base: awshttp.NewBuildableClient()}
+	net := &network{base: awshttp.NewBuildableClient()}
 	db := dynamo.NewClient(cfg, func(o *dynamodb.Options) {
 		o.HTTPClient = net
 		o.Retryer = aws.NopRetryer{}
@@ -314,7 +314,7 @@ func TestPartitionedHolderLosesBeforeAnyoneCanSteal(t *testing.T) {
 	g := acquire(t, holder)
 	ch := acquireAsync(t, thief)
 	armed(t, thief.clock, 1)
-	holder.net.set(func(f *faults) { f.partitioned = true })
+	holder.net.set(func(f *network) { f.partitioned = true })
 
 	lostAt, tookAt := time.Duration(-1), time.Duration(-1)
 	for elapsed := time.Duration(0); elapsed < 12*time.Second; {
@@ -363,13 +363,13 @@ func TestRenewalWithLostAnswerIsConfirmedByReading(t *testing.T) {
 
 	// The renewal at 2 s lands, but its answer is lost; every later write
 	// fails outright.
-	holder.net.set(func(f *faults) { f.dropAnswers = 1 })
+	holder.net.set(func(f *network) { f.dropAnswers = 1 })
 	renewAt(t, holder, g, 1)
 	after, err := holder.lease.Record(t.Context())
 	if err != nil || after.Version == before.Version {
 		t.Fatalf("record = %+v, %v; the renewal at 2 s should have landed", after, err)
 	}
-	holder.net.set(func(f *faults) { f.failWrites = true })
+	holder.net.set(func(f *network) { f.failWrites = true })
 	renewAt(t, holder, g, 2) // 4 s: fails
 	renewAt(t, holder, g, 3) // 6 s: fails
 	// Had the holder not confirmed the 2 s renewal by reading, its deadline

@@ -260,6 +260,8 @@ func (s *Store) PutCommands(ctx context.Context, f store.Fence, c job.Commands) 
 		case cur.token == tok:
 			c.Version = cur.version
 			return c, nil
+		case cur.fence <= int64(f):
+			return job.Commands{}, fmt.Errorf("write commands of job %s: refused, yet the record now allows fence %d: it changed meanwhile; write it again", c.JobID, f)
 		}
 		return job.Commands{}, fencedError(fmt.Sprintf("command record of job %s", c.JobID), f, cur)
 	}

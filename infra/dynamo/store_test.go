@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go/middleware"
@@ -18,6 +20,7 @@ import (
 	"github.com/weirstream/weir/core/store/storetest"
 	"github.com/weirstream/weir/infra/awstest"
 	"github.com/weirstream/weir/infra/dynamo"
+	"github.com/weirstream/weir/infra/faults"
 	"github.com/weirstream/weir/infra/resources"
 	"github.com/weirstream/weir/infra/resources/resourcestest"
 )
@@ -98,6 +101,73 @@ func dropReturnedItems(dropped *atomic.Int64) func(*middleware.Stack) error {
 			}
 			return out, md, err
 		}), middleware.Before)
+	}
+}
+
+// conditionalWrites are the operations whose answers the lost-answer
+// tests lose.
+var conditionalWrites = []string{"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"}
+
+// lossyClient is a DynamoDB client whose every conditional write reaches
+// the table and has its first answer lost, so the SDK sends it again, as
+// it does after a time-out. The retry quota is lifted: every write of the
+// suite loses an answer, far more than the quota allows in a row.
+func lossyClient(t *testing.T, cfg aws.Config, optFns ...func(*dynamodb.Options)) (*dynamodb.Client, *faults.Injector) {
+	t.Helper()
+	inj, err := faults.New(faults.Options{Seed: 1, Rules: []faults.Rule{
+		{Kind: faults.LostAnswer, Operations: conditionalWrites, Rate: 1, FirstAttemptOnly: true},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := dynamo.NewClient(cfg, append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
+		o.HTTPClient = inj
+		o.Retryer = dynamo.NewRetryer(func(o *retry.StandardOptions) { o.RateLimiter = ratelimit.None })
+	}}, optFns...)...)
+	return db, inj
+}
+
+// Every conditional write loses its first answer: each must still answer
+// as if it had not (invariant 9), through the real SDK's retries.
+func TestStoreConformanceUnderLostAnswers(t *testing.T) {
+	cfg, env := stack(t)
+	db, inj := lossyClient(t, cfg)
+	s, err := dynamo.NewStore(db, env[resources.EnvJobsTable])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts []storetest.Option
+	if !atomicConditions(t, cfg, env[resources.EnvJobsTable]) {
+		opts = append(opts, storetest.SkipRaces(raceSkip))
+	}
+	storetest.RunLostAnswers(t, func(*testing.T) store.Store { return s }, func() int { return inj.Injected(faults.LostAnswer, "") }, opts...)
+	for _, op := range []string{"PutItem", "UpdateItem", "TransactWriteItems"} {
+		if inj.Injected(faults.LostAnswer, op) == 0 {
+			t.Errorf("no %s lost its answer: %s", op, inj)
+		}
+	}
+	t.Logf("injected: %s", inj)
+}
+
+// The same, from an endpoint that returns no item with a failed condition:
+// the store's fallback read must find its token as ALL_OLD would.
+func TestLostAnswersAreRecognisedWithoutTheReturnedItem(t *testing.T) {
+	cfg, env := stack(t)
+	var dropped atomic.Int64
+	db, inj := lossyClient(t, cfg, func(o *dynamodb.Options) {
+		o.APIOptions = append(o.APIOptions, dropReturnedItems(&dropped))
+	})
+	s, err := dynamo.NewStore(db, env[resources.EnvJobsTable])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts []storetest.Option
+	if !atomicConditions(t, cfg, env[resources.EnvJobsTable]) {
+		opts = append(opts, storetest.SkipRaces(raceSkip))
+	}
+	storetest.RunLostAnswers(t, func(*testing.T) store.Store { return s }, func() int { return inj.Injected(faults.LostAnswer, "") }, opts...)
+	if dropped.Load() == 0 {
+		t.Fatal("no failed condition came back with an item to drop, so the fallback read was never exercised")
 	}
 }
 
