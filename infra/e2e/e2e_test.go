@@ -84,7 +84,6 @@ func newStack(t *testing.T) (*stack, func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = in.Run(ctx) })
 	wg.Go(func() {
 		err := manager.RunAsLeader(ctx, lease, clock.Real{}, log, m.Run)
 		if err != nil {
