@@ -313,6 +313,11 @@ func (s *Store) CreateCheckpoint(ctx context.Context, f store.Fence, cp job.Chec
 	if err := s.reserveEpoch(ctx, f, cp.JobID, cp.Epoch, tok); err != nil {
 		return err
 	}
+	return s.putCheckpoint(ctx, f, tok, cp, item)
+}
+
+// putCheckpoint writes the item of an epoch just reserved, if absent.
+func (s *Store) putCheckpoint(ctx context.Context, f store.Fence, tok string, cp job.Checkpoint, item map[string]types.AttributeValue) error {
 	expr, err := expression.NewBuilder().WithCondition(expression.AttributeNotExists(expression.Name(attrPK))).Build()
 	if err != nil {
 		return fmt.Errorf("build checkpoint condition: %w", err)
