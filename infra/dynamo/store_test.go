@@ -466,3 +466,38 @@ func TestClaimFencesAReservedEpochWithoutItsItem(t *testing.T) {
 		t.Fatalf("checkpoint items after cleanup = %d, %v; want only epoch 3's", len(out.Items), err)
 	}
 }
+
+// The faults AWS produces, mixed and at random, as an operator meets them:
+// lost answers on 5 % of writes and server errors on 5 % of all requests.
+// The whole suite must answer as without them, for each seed.
+func TestStoreConformanceUnderRandomFaults(t *testing.T) {
+	cfg, env := stack(t)
+	for _, seed := range []uint64{1, 2, 3} {
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			inj, err := faults.New(faults.Options{Seed: seed, Rules: []faults.Rule{
+				{Kind: faults.LostAnswer, Operations: conditionalWrites, Rate: 0.05},
+				{Kind: faults.ServerError, Rate: 0.05},
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			db := dynamo.NewClient(cfg, func(o *dynamodb.Options) {
+				o.HTTPClient = inj
+				o.Retryer = dynamo.NewRetryer(func(o *retry.StandardOptions) { o.RateLimiter = ratelimit.None })
+			})
+			s, err := dynamo.NewStore(db, env[resources.EnvJobsTable])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var opts []storetest.Option
+			if !atomicConditions(t, cfg, env[resources.EnvJobsTable]) {
+				opts = append(opts, storetest.SkipRaces(raceSkip))
+			}
+			storetest.Run(t, func(*testing.T) store.Store { return s }, opts...)
+			if inj.Injected(faults.LostAnswer, "") == 0 || inj.Injected(faults.ServerError, "") == 0 {
+				t.Fatalf("the run met too few faults to mean anything: %s", inj)
+			}
+			t.Logf("injected: %s", inj)
+		})
+	}
+}
