@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -461,7 +462,7 @@ func TestLeasesWithOtherNamesAreIndependent(t *testing.T) {
 // newLossyContender is a contender whose every lease write reaches the
 // table and loses its first answer, and whose client retries as the SDK
 // does by default.
-func newLossyContender(t *testing.T, cfg aws.Config, table, name string) (*contender, *faults.Injector) {
+func newLossyContender(t *testing.T, cfg aws.Config, table, name string, optFns ...func(*dynamodb.Options)) (*contender, *faults.Injector) {
 	t.Helper()
 	inj, err := faults.New(faults.Options{Seed: 2, Rules: []faults.Rule{
 		{Kind: faults.LostAnswer, Operations: []string{"UpdateItem"}, Rate: 1, FirstAttemptOnly: true},
@@ -469,10 +470,10 @@ func newLossyContender(t *testing.T, cfg aws.Config, table, name string) (*conte
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := dynamo.NewClient(cfg, func(o *dynamodb.Options) {
+	db := dynamo.NewClient(cfg, append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
 		o.HTTPClient = inj
 		o.Retryer = dynamo.NewRetryer(func(o *retry.StandardOptions) { o.RateLimiter = ratelimit.None })
-	})
+	}}, optFns...)...)
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	l, err := dynamo.NewLease(db, dynamo.LeaseConfig{Table: table, Name: name, Clock: clk})
 	if err != nil {
@@ -486,8 +487,24 @@ func newLossyContender(t *testing.T, cfg aws.Config, table, name string) (*conte
 // success. No lease is lost, no fence is spent twice, and the release
 // frees the lease at once.
 func TestLeaseWritesKnowTheirAnswer(t *testing.T) {
+	leaseWritesKnowTheirAnswer(t)
+}
+
+// The same from an endpoint that returns no item with a refusal: the
+// holder reads the record instead.
+func TestLeaseWritesKnowTheirAnswerWithoutTheReturnedItem(t *testing.T) {
+	var dropped atomic.Int64
+	leaseWritesKnowTheirAnswer(t, func(o *dynamodb.Options) {
+		o.APIOptions = append(o.APIOptions, dropReturnedItems(&dropped))
+	})
+	if dropped.Load() == 0 {
+		t.Fatal("no refusal came back with an item to drop")
+	}
+}
+
+func leaseWritesKnowTheirAnswer(t *testing.T, optFns ...func(*dynamodb.Options)) {
 	cfg, table, _ := leaseTable(t)
-	holder, inj := newLossyContender(t, cfg, table, "controller")
+	holder, inj := newLossyContender(t, cfg, table, "controller", optFns...)
 
 	g := acquire(t, holder)
 	if inj.Injected(faults.LostAnswer, "UpdateItem") != 1 {
