@@ -469,10 +469,11 @@ func TestClaimFencesAReservedEpochWithoutItsItem(t *testing.T) {
 
 // The faults AWS produces, mixed and at random, as an operator meets them:
 // lost answers on 5 % of writes and server errors on 5 % of all requests.
-// The whole suite must answer as without them, for each seed.
+// The whole suite must answer as without them, for each seed (two keep
+// `make test` short; seeds 3 to 6 passed too when tried).
 func TestStoreConformanceUnderRandomFaults(t *testing.T) {
 	cfg, env := stack(t)
-	for _, seed := range []uint64{1, 2, 3} {
+	for _, seed := range []uint64{1, 2} {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
 			inj, err := faults.New(faults.Options{Seed: seed, Rules: []faults.Rule{
 				{Kind: faults.LostAnswer, Operations: conditionalWrites, Rate: 0.05},
