@@ -27,7 +27,7 @@ import (
 const (
 	modeEnv      = "WEIR_PROCESSTEST_MODE"
 	reportDirEnv = "WEIR_PROCESSTEST_DIR"
-	childEnv     = "WEIR_PROCESSTEST_CHILD"      // "1": start a child in the same group
+	childEnv     = "WEIR_PROCESSTEST_CHILD"       // "1": start a child in the same group
 	ignoreEnv    = "WEIR_PROCESSTEST_IGNORE_TERM" // "1": ignore SIGTERM
 )
 
