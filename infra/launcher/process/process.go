@@ -141,30 +141,54 @@ func New(o Options) (*Launcher, error) {
 		jobLocks: map[job.ID]chan struct{}{},
 		children: map[int]bool{},
 	}
-	for i, arg := range o.Command {
-		t, err := template.New(strconv.Itoa(i)).Option("missingkey=error").Parse(arg)
-		if err != nil {
-			return nil, fmt.Errorf("process launcher: command argument %d %q: %w (fields: {{.JobID}}, {{.RunID}}, {{.WorkerID}}, {{.Slots}}, {{.Program}})", i, arg, err)
-		}
-		l.command = append(l.command, t)
-	}
-	// Rendering once with sample values catches unknown fields at start-up
-	// rather than at a job's first launch.
-	if _, err := l.render(Worker{JobID: "job", RunID: 1, WorkerID: "w-0", Slots: 1, Program: "p"}); err != nil {
+	command, err := parseCommand(o.Command)
+	if err != nil {
 		return nil, err
 	}
+	l.command = command
 	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("process launcher: create the state directory: %w", err)
 	}
 	return l, nil
 }
 
-func (l *Launcher) render(w Worker) ([]string, error) {
-	argv := make([]string, len(l.command))
-	for i, t := range l.command {
+// templateFields lists what a command template may use, for errors.
+const templateFields = "{{.JobID}}, {{.RunID}}, {{.WorkerID}}, {{.Slots}}, {{.Program}}"
+
+// CheckCommand says whether command is usable as Options.Command: not
+// empty, each argument a template over Worker's fields only, and a
+// program name that is not empty.
+func CheckCommand(command []string) error {
+	_, err := parseCommand(command)
+	return err
+}
+
+func parseCommand(command []string) ([]*template.Template, error) {
+	if len(command) == 0 {
+		return nil, errors.New("process launcher: the worker command is empty")
+	}
+	var ts []*template.Template
+	for i, arg := range command {
+		t, err := template.New(strconv.Itoa(i)).Option("missingkey=error").Parse(arg)
+		if err != nil {
+			return nil, fmt.Errorf("process launcher: command argument %d %q: %w (fields: %s)", i, arg, err, templateFields)
+		}
+		ts = append(ts, t)
+	}
+	// Rendering once with sample values catches unknown fields at start-up
+	// rather than at a job's first launch.
+	if _, err := render(ts, Worker{JobID: "job", RunID: 1, WorkerID: "w-0", Slots: 1, Program: "p"}); err != nil {
+		return nil, err
+	}
+	return ts, nil
+}
+
+func render(ts []*template.Template, w Worker) ([]string, error) {
+	argv := make([]string, len(ts))
+	for i, t := range ts {
 		var b bytes.Buffer
 		if err := t.Execute(&b, w); err != nil {
-			return nil, fmt.Errorf("process launcher: command argument %d %q: %w (fields: {{.JobID}}, {{.RunID}}, {{.WorkerID}}, {{.Slots}}, {{.Program}})", i, l.o.Command[i], err)
+			return nil, fmt.Errorf("process launcher: command argument %d: %w (fields: %s)", i, err, templateFields)
 		}
 		argv[i] = b.String()
 	}
@@ -228,7 +252,7 @@ func (l *Launcher) Start(ctx context.Context, req fleet.Request) error {
 }
 
 func (l *Launcher) startWorker(req fleet.Request, workerID, path string) error {
-	argv, err := l.render(Worker{JobID: string(req.JobID), RunID: req.RunID, WorkerID: workerID, Slots: req.SlotsPerWorker, Program: req.Program})
+	argv, err := render(l.command, Worker{JobID: string(req.JobID), RunID: req.RunID, WorkerID: workerID, Slots: req.SlotsPerWorker, Program: req.Program})
 	if err != nil {
 		return err
 	}
