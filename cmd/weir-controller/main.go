@@ -49,6 +49,9 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal the default handling returns, so a second
+	// one ends a shutdown that hangs.
+	context.AfterFunc(ctx, stop)
 	cmd := newRootCommand(os.Getenv)
 	if err := cmd.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "weir-controller:", err)
