@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,8 +21,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/infra/awstest"
 	"github.com/weirstream/weir/infra/dynamo"
+	"github.com/weirstream/weir/infra/launcher/process"
 	"github.com/weirstream/weir/infra/resources"
 	"github.com/weirstream/weir/infra/resources/resourcestest"
 )
@@ -39,7 +43,26 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
+// workerFlag makes the test binary act as a worker: it writes its
+// environment to the file named after the flag and waits to be stopped.
+const workerFlag = "-weir-test-worker"
+
 func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == workerFlag {
+		var env []string
+		for _, kv := range os.Environ() {
+			if strings.HasPrefix(kv, "WEIR_") || strings.HasPrefix(kv, "AWS_") {
+				env = append(env, kv)
+			}
+		}
+		b, _ := json.Marshal(env)
+		if os.WriteFile(os.Args[2]+".tmp", b, 0o644) != nil || os.Rename(os.Args[2]+".tmp", os.Args[2]) != nil {
+			os.Exit(3)
+		}
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
 	code := m.Run()
 	if bin, err := buildOnce(); err == nil {
 		_ = os.RemoveAll(filepath.Dir(bin))
@@ -252,6 +275,91 @@ func TestAStandbyIsReadyAndTakesOverOnSIGTERM(t *testing.T) {
 	waitReady(t, addrB, "leader", 1500*time.Millisecond)
 	if took := b.sigterm(); took > time.Second {
 		t.Errorf("weir-controller took %s to exit after SIGTERM, want at most 1 s", took)
+	}
+}
+
+func TestTheLeaderStartsWorkersThroughTheProcessLauncher(t *testing.T) {
+	cfg := awstest.Config(t)
+	stack := resourcestest.ForTest(t, cfg)
+	env := stack.Env()
+	st, err := dynamo.NewStore(dynamo.NewClient(cfg), env[resources.EnvJobsTable])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := st.PutConfig(ctx, job.Config{
+		JobID: "clicks",
+		Spec: job.Spec{
+			Operators:      []job.Operator{{ID: "source", Parallelism: 2, Source: true}, {ID: "sink", Parallelism: 2}},
+			SlotsPerWorker: 1, Program: "demo",
+		},
+	}.WithDefaults()); err != nil {
+		t.Fatal(err)
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateDir, reports := t.TempDir(), t.TempDir()
+	// Whatever happens, no worker outlives the test.
+	t.Cleanup(func() {
+		l, err := process.New(process.Options{StateDir: stateDir, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := l.Stop(ctx, "clicks", 0); err != nil {
+			t.Errorf("stop the workers: %v", err)
+		}
+	})
+	args := append([]string{
+		"--launcher", "process", "--process-state-dir", stateDir,
+		"--process-command", self + " " + workerFlag + " " + reports + "/{{.JobID}}-{{.RunID}}-{{.WorkerID}}.json",
+		"--lease-owner", "ctl-a", "--health-addr", "127.0.0.1:0", "--poll-interval", "200ms",
+	}, quickLease...)
+	c := start(t, env, args...)
+	waitReady(t, c.healthAddr(), "leader", 10*time.Second)
+
+	for _, w := range []string{"w-0", "w-1"} {
+		path := filepath.Join(reports, "clicks-1-"+w+".json")
+		var b []byte
+		deadline := time.Now().Add(15 * time.Second)
+		for b, err = os.ReadFile(path); err != nil; b, err = os.ReadFile(path) {
+			if time.Now().After(deadline) {
+				t.Fatalf("worker %s of run 1 did not start within 15 s", w)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		var got []string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{
+			"WEIR_JOB_ID=clicks", "WEIR_RUN_ID=1", "WEIR_WORKER_ID=" + w, "WEIR_SLOTS=1", "WEIR_PROGRAM=demo",
+			resources.EnvWorkerQueueURL + "=" + env[resources.EnvWorkerQueueURL], resources.EnvJobsTable + "=" + env[resources.EnvJobsTable],
+			"AWS_ENDPOINT_URL=" + os.Getenv("AWS_ENDPOINT_URL"),
+		} {
+			if !slices.Contains(got, want) {
+				t.Errorf("worker %s lacks %s in its environment %q", w, want, got)
+			}
+		}
+	}
+
+	// A controller that stops leaves its workers to the next leader.
+	c.sigterm()
+	l, err := process.New(process.Options{StateDir: stateDir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, err := l.Running("clicks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(running[1]) != 2 {
+		t.Fatalf("workers running after the controller stopped: %v, want both of run 1", running)
 	}
 }
 
