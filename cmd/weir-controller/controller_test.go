@@ -383,9 +383,10 @@ func TestBadSettingsStopStartUpBeforeAnyAWSCall(t *testing.T) {
 	})
 	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
 
+	bin := binary(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary(t), "--launcher", "ecs", "--poll-interval", "often")
+	cmd := exec.CommandContext(ctx, bin, "--launcher", "ecs", "--poll-interval", "often")
 	cmd.Env = []string{"AWS_ENDPOINT_URL=http://" + ln.Addr().String(), "AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test",
 		resources.EnvJobsTable + "=jobs"}
 	out, err := cmd.CombinedOutput()

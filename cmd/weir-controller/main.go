@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
@@ -188,7 +189,9 @@ func serve(ctx context.Context, s settings) error {
 func newLauncher(s settings, cfg aws.Config, log *slog.Logger) (fleet.Launcher, error) {
 	switch s.Launcher {
 	case launcherProcess:
-		return process.New(process.Options{Command: s.Process.Command, StateDir: s.Process.StateDir, Grace: s.Process.Grace, Logger: log})
+		exe, _ := os.Executable()
+		command := besideExecutable(s.Process.Command, exe, exec.LookPath)
+		return process.New(process.Options{Command: command, StateDir: s.Process.StateDir, Grace: s.Process.Grace, Logger: log})
 	case launcherECS:
 		o := s.ECS
 		o.Logger = log

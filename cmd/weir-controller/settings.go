@@ -286,3 +286,21 @@ func (f *durationFlag) Set(v string) error {
 	f.d, f.err = time.ParseDuration(strings.TrimSpace(v))
 	return nil
 }
+
+// besideExecutable resolves a bare program name that is not on PATH to
+// the file of that name next to exe, if there is one: `go build -o bin/
+// ./cmd/...` puts simworker beside weir-controller, and a local run then
+// needs no PATH change.
+func besideExecutable(argv []string, exe string, lookPath func(string) (string, error)) []string {
+	if len(argv) == 0 || strings.ContainsRune(argv[0], filepath.Separator) || exe == "" {
+		return argv
+	}
+	if _, err := lookPath(argv[0]); err == nil {
+		return argv
+	}
+	candidate := filepath.Join(filepath.Dir(exe), argv[0])
+	if fi, err := os.Stat(candidate); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return argv
+	}
+	return append([]string{candidate}, argv[1:]...)
+}

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -170,5 +173,29 @@ func TestSettingsNameEveryProblem(t *testing.T) {
 				t.Errorf("message lists no problems:\n%s", msg)
 			}
 		})
+	}
+}
+
+func TestBesideExecutable(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "weir-controller")
+	if err := os.WriteFile(filepath.Join(dir, "simworker"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	notFound := func(string) (string, error) { return "", exec.ErrNotFound }
+	found := func(p string) (string, error) { return "/usr/bin/" + p, nil }
+	for _, tc := range []struct {
+		argv []string
+		look func(string) (string, error)
+		want []string
+	}{
+		{[]string{"simworker", "-x"}, notFound, []string{filepath.Join(dir, "simworker"), "-x"}},
+		{[]string{"simworker"}, found, []string{"simworker"}},
+		{[]string{"other"}, notFound, []string{"other"}},
+		{[]string{"./simworker"}, notFound, []string{"./simworker"}},
+	} {
+		if got := besideExecutable(tc.argv, exe, tc.look); !slices.Equal(got, tc.want) {
+			t.Errorf("besideExecutable(%q) = %q, want %q", tc.argv, got, tc.want)
+		}
 	}
 }
