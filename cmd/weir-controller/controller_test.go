@@ -29,12 +29,16 @@ import (
 	"github.com/weirstream/weir/infra/resources/resourcestest"
 )
 
+// buildDir holds the binary once built; TestMain removes it.
+var buildDir atomic.Pointer[string]
+
 // buildOnce builds the binary once per test run.
 var buildOnce = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "weir-controller-test-")
 	if err != nil {
 		return "", err
 	}
+	buildDir.Store(&dir)
 	bin := filepath.Join(dir, "weir-controller")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {
@@ -64,8 +68,8 @@ func TestMain(m *testing.M) {
 		}
 	}
 	code := m.Run()
-	if bin, err := buildOnce(); err == nil {
-		_ = os.RemoveAll(filepath.Dir(bin))
+	if dir := buildDir.Load(); dir != nil {
+		_ = os.RemoveAll(*dir)
 	}
 	os.Exit(code)
 }
