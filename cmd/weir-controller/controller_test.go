@@ -275,8 +275,9 @@ func TestAStandbyIsReadyAndTakesOverOnSIGTERM(t *testing.T) {
 
 	a.sigterm()
 	// The standby re-reads the record every renew interval (500 ms) and
-	// takes a released lease at once.
-	waitReady(t, addrB, "leader", 1500*time.Millisecond)
+	// takes a released lease at once; the rest of the allowance is the
+	// emulator's latency while other packages' tests load it.
+	waitReady(t, addrB, "leader", 2*time.Second)
 	if took := b.sigterm(); took > time.Second {
 		t.Errorf("weir-controller took %s to exit after SIGTERM, want at most 1 s", took)
 	}
