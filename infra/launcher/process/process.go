@@ -198,7 +198,15 @@ func render(ts []*template.Template, w Worker) ([]string, error) {
 	return argv, nil
 }
 
-// lock takes the job's lock, or gives up when ctx ends.
+// lockPoll is how often a launcher retries a job's file lock that another
+// process holds.
+const lockPoll = 10 * time.Millisecond
+
+// lock takes the job's lock, or gives up when ctx ends. Two locks are
+// taken: one among this launcher's calls, and a file lock in the job's
+// state directory among launchers of different processes (a controller
+// that took over while its predecessor, paused, still finishes a call),
+// so that no two of them start the same worker.
 func (l *Launcher) lock(ctx context.Context, id job.ID) (unlock func(), err error) {
 	l.mu.Lock()
 	ch, ok := l.jobLocks[id]
@@ -209,9 +217,47 @@ func (l *Launcher) lock(ctx context.Context, id job.ID) (unlock func(), err erro
 	l.mu.Unlock()
 	select {
 	case ch <- struct{}{}:
-		return func() { <-ch }, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+	f, err := l.lockFile(ctx, id)
+	if err != nil {
+		<-ch
+		return nil, err
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		_ = f.Close()
+		<-ch
+	}, nil
+}
+
+func (l *Launcher) lockFile(ctx context.Context, id job.ID) (*os.File, error) {
+	if err := os.MkdirAll(l.jobDir(id), 0o755); err != nil {
+		return nil, fmt.Errorf("process launcher: create the state directory of job %s: %w", id, err)
+	}
+	f, err := os.OpenFile(filepath.Join(l.jobDir(id), ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("process launcher: open the lock file of job %s: %w", id, err)
+	}
+	tick := time.NewTicker(lockPoll)
+	defer tick.Stop()
+	for {
+		// Non-blocking, so that waiting honours ctx.
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			_ = f.Close()
+			return nil, fmt.Errorf("process launcher: lock the state directory of job %s: %w", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
 	}
 }
 
@@ -228,9 +274,6 @@ func (l *Launcher) Start(ctx context.Context, req fleet.Request) error {
 	}
 	defer unlock()
 	l.reap()
-	if err := os.MkdirAll(l.jobDir(req.JobID), 0o755); err != nil {
-		return fmt.Errorf("process launcher: create the state directory of job %s: %w", req.JobID, err)
-	}
 	started := 0
 	for _, w := range req.Workers {
 		if err := ctx.Err(); err != nil {

@@ -461,3 +461,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestLaunchersOfDifferentControllersNeverStartAWorkerTwice(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	req := request("clicks", 1, "w-0", "w-1", "w-2")
+	// Four controllers' launchers on one state directory, all at once.
+	ls := []*process.Launcher{f.launcher(), f.launcher(), f.launcher(), f.launcher()}
+	errs := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() { errs <- l.Start(ctx, req) }()
+	}
+	for range ls {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	for w, rs := range f.waitReports(3) {
+		if len(rs) != 1 {
+			t.Errorf("worker %s was started %d times", w, len(rs))
+		}
+	}
+}
