@@ -148,7 +148,7 @@ func serve(ctx context.Context, s settings) error {
 	if err != nil {
 		return err
 	}
-	fl, err := newLauncher(s, awsCfg, log)
+	fl, err := newLauncher(ctx, s, awsCfg, log)
 	if err != nil {
 		return err
 	}
@@ -186,7 +186,9 @@ func serve(ctx context.Context, s settings) error {
 	return err
 }
 
-func newLauncher(s settings, cfg aws.Config, log *slog.Logger) (fleet.Launcher, error) {
+// newLauncher builds the chosen launcher; the ECS one first checks its
+// cluster and task definition.
+func newLauncher(ctx context.Context, s settings, cfg aws.Config, log *slog.Logger) (fleet.Launcher, error) {
 	switch s.Launcher {
 	case launcherProcess:
 		exe, _ := os.Executable()
@@ -195,7 +197,16 @@ func newLauncher(s settings, cfg aws.Config, log *slog.Logger) (fleet.Launcher, 
 	case launcherECS:
 		o := s.ECS
 		o.Logger = log
-		return ecs.New(awsecs.NewFromConfig(cfg), o)
+		l, err := ecs.New(awsecs.NewFromConfig(cfg), o)
+		if err != nil {
+			return nil, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := l.Check(cctx); err != nil {
+			return nil, fmt.Errorf("%w (check --ecs-cluster, --ecs-task-definition and --ecs-container)", err)
+		}
+		return l, nil
 	case launcherExternal:
 		return external.New(log), nil
 	}

@@ -54,6 +54,8 @@ type API interface {
 	ListTasks(ctx context.Context, in *awsecs.ListTasksInput, optFns ...func(*awsecs.Options)) (*awsecs.ListTasksOutput, error)
 	DescribeTasks(ctx context.Context, in *awsecs.DescribeTasksInput, optFns ...func(*awsecs.Options)) (*awsecs.DescribeTasksOutput, error)
 	StopTask(ctx context.Context, in *awsecs.StopTaskInput, optFns ...func(*awsecs.Options)) (*awsecs.StopTaskOutput, error)
+	DescribeClusters(ctx context.Context, in *awsecs.DescribeClustersInput, optFns ...func(*awsecs.Options)) (*awsecs.DescribeClustersOutput, error)
+	DescribeTaskDefinition(ctx context.Context, in *awsecs.DescribeTaskDefinitionInput, optFns ...func(*awsecs.Options)) (*awsecs.DescribeTaskDefinitionOutput, error)
 }
 
 var _ API = (*awsecs.Client)(nil)
@@ -154,6 +156,46 @@ func New(api API, o Options) (*Launcher, error) {
 	o.SecurityGroups = slices.Clone(o.SecurityGroups)
 	o.Env = maps.Clone(o.Env)
 	return &Launcher{api: api, o: o}, nil
+}
+
+// Check verifies, with one DescribeClusters and one
+// DescribeTaskDefinition, that the cluster is active and that the task
+// definition can run on Fargate with awsvpc and has the worker's
+// container, so that a wrong setting shows at start-up rather than at a
+// job's first launch.
+func (l *Launcher) Check(ctx context.Context) error {
+	var problems []string
+	cl, err := l.api.DescribeClusters(ctx, &awsecs.DescribeClustersInput{Clusters: []string{l.o.Cluster}})
+	switch {
+	case err != nil:
+		return fmt.Errorf("ecs launcher: describe cluster %s: %w", l.o.Cluster, err)
+	case len(cl.Clusters) == 0:
+		problems = append(problems, fmt.Sprintf("cluster %s does not exist", l.o.Cluster))
+	case aws.ToString(cl.Clusters[0].Status) != "ACTIVE":
+		problems = append(problems, fmt.Sprintf("cluster %s is %s, not ACTIVE", l.o.Cluster, aws.ToString(cl.Clusters[0].Status)))
+	}
+	td, err := l.api.DescribeTaskDefinition(ctx, &awsecs.DescribeTaskDefinitionInput{TaskDefinition: &l.o.TaskDefinition})
+	if err != nil {
+		problems = append(problems, fmt.Sprintf("task definition %s cannot be read: %v", l.o.TaskDefinition, err))
+	} else if d := td.TaskDefinition; d != nil {
+		if d.NetworkMode != types.NetworkModeAwsvpc {
+			problems = append(problems, fmt.Sprintf("task definition %s has network mode %q; Fargate needs awsvpc", l.o.TaskDefinition, d.NetworkMode))
+		}
+		if !slices.Contains(d.RequiresCompatibilities, types.CompatibilityFargate) && !slices.Contains(d.Compatibilities, types.CompatibilityFargate) {
+			problems = append(problems, fmt.Sprintf("task definition %s is not compatible with FARGATE", l.o.TaskDefinition))
+		}
+		var names []string
+		for _, c := range d.ContainerDefinitions {
+			names = append(names, aws.ToString(c.Name))
+		}
+		if !slices.Contains(names, l.o.Container) {
+			problems = append(problems, fmt.Sprintf("task definition %s has no container %q (it has %s): name the worker's container", l.o.TaskDefinition, l.o.Container, strings.Join(names, ", ")))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("ecs launcher: %s", strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 // startedByMax is ECS's limit on StartedBy as ListTasks filters it.

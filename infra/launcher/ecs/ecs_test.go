@@ -311,6 +311,38 @@ func TestStopEndsEveryRunUpToTheBound(t *testing.T) {
 	}
 }
 
+func TestCheckFindsAWrongClusterTaskDefinitionOrContainer(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	if err := w.launcher(t).Check(ctx); err != nil {
+		t.Fatalf("Check of a good set-up: %v", err)
+	}
+	bad := w.opts
+	bad.Cluster = "no-such-cluster-" + w.cluster
+	bad.Container = "app"
+	l, err := ecs.New(w.api, bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.Check(ctx)
+	if err == nil {
+		t.Fatal("Check passed a missing cluster and container")
+	}
+	for _, want := range []string{"cluster no-such-cluster-", `no container "app" (it has worker)`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+	bad = w.opts
+	bad.TaskDefinition = "no-such-family"
+	if l, err = ecs.New(w.api, bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Check(ctx); err == nil || !strings.Contains(err.Error(), "no-such-family cannot be read") {
+		t.Errorf("Check of a missing task definition: %v", err)
+	}
+}
+
 func TestRequestsAreCheckedBeforeAnyCall(t *testing.T) {
 	l, err := ecs.New(failingAPI{t}, ecs.Options{Cluster: "c", TaskDefinition: "td", Subnets: []string{"subnet-1"}})
 	if err != nil {
@@ -340,6 +372,16 @@ func (f failingAPI) ListTasks(context.Context, *awsecs.ListTasksInput, ...func(*
 
 func (f failingAPI) DescribeTasks(context.Context, *awsecs.DescribeTasksInput, ...func(*awsecs.Options)) (*awsecs.DescribeTasksOutput, error) {
 	f.t.Error("DescribeTasks called")
+	return nil, context.Canceled
+}
+
+func (f failingAPI) DescribeClusters(context.Context, *awsecs.DescribeClustersInput, ...func(*awsecs.Options)) (*awsecs.DescribeClustersOutput, error) {
+	f.t.Error("DescribeClusters called")
+	return nil, context.Canceled
+}
+
+func (f failingAPI) DescribeTaskDefinition(context.Context, *awsecs.DescribeTaskDefinitionInput, ...func(*awsecs.Options)) (*awsecs.DescribeTaskDefinitionOutput, error) {
+	f.t.Error("DescribeTaskDefinition called")
 	return nil, context.Canceled
 }
 
