@@ -411,4 +411,13 @@ func TestBadSettingsStopStartUpBeforeAnyAWSCall(t *testing.T) {
 	if n := calls.Load(); n != 0 {
 		t.Errorf("%d connections to the AWS endpoint before the settings were valid", n)
 	}
+
+	// Flags that do not parse and stray arguments are settings problems
+	// too.
+	for _, args := range [][]string{{"--lanucher", "process"}, {"process"}} {
+		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		if !errors.As(err, &exit) || exit.ExitCode() != exitSettings || !strings.Contains(string(out), "see --help") {
+			t.Errorf("%q: %v, want exit code %d and a pointer to --help:\n%s", args, err, exitSettings, out)
+		}
+	}
 }

@@ -83,7 +83,12 @@ OpenTelemetry's from OTEL_* (nothing is exported when none is set).
 
 SIGTERM or SIGINT stops the job loops and releases the lease at once, so a
 standby takes over without waiting for the lease to expire.`,
-		Args:          cobra.NoArgs,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return settingsError{fmt.Errorf("unexpected arguments %q: every setting is a flag (see --help)", args)}
+			}
+			return nil
+		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -95,6 +100,9 @@ standby takes over without waiting for the lease to expire.`,
 		},
 	}
 	f.register(cmd.Flags())
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return settingsError{fmt.Errorf("%w (see --help)", err)}
+	})
 	return cmd
 }
 
