@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/protocol"
 	"github.com/weirstream/weir/core/store"
+	"github.com/weirstream/weir/core/telemetry/memtelemetry"
 )
 
 // gatedStore blocks or fails chosen writes of chosen jobs, to play a slow
@@ -206,4 +208,31 @@ func TestMessagesSentWhileEntryIsRetriedAreKept(t *testing.T) {
 		}
 		return w.stateIs("a", job.Running)()
 	})
+}
+
+// A job's gauges are dropped when it comes to rest here, and every job's
+// when the tenure ends: a successor reports them from then on.
+func TestGaugesAreForgottenWhenAJobRestsAndWhenTheTenureEnds(t *testing.T) {
+	w := newWorld(t)
+	rec := memtelemetry.New()
+	w.deps.Telemetry = rec
+	w.putJob("a", nil)
+	w.putJob("b", nil)
+	stop := w.run(1)
+	w.until("both jobs running", func() bool {
+		return w.stateIs("a", job.Running)() && w.stateIs("b", job.Running)()
+	}, "a", "b")
+	w.putJob("a", func(c *job.Config) { c.Stop = job.StopImmediate })
+	w.until("job a parked and forgotten", func() bool {
+		return slices.Contains(rec.Forgotten(), "a")
+	}, "a", "b")
+	if slices.Contains(rec.Forgotten(), "b") {
+		t.Fatal("job b was forgotten while it still runs here")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(rec.Forgotten(), "b") {
+		t.Fatal("job b's gauges outlived the tenure")
+	}
 }

@@ -200,13 +200,3 @@ func (t *tenure) forgetAll() {
 		t.d.Telemetry.Forget(id)
 	}
 }
-
-// runnerOf returns the job's current runner, for tests.
-func (t *tenure) runnerOf(id job.ID) *state.Runner {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if s, ok := t.jobs[id]; ok {
-		return s.runner
-	}
-	return nil
-}

@@ -35,7 +35,6 @@ func RunAsLeader(ctx context.Context, lease leader.Lease, clk clock.Clock, log *
 			}
 			continue
 		}
-		retry = 0
 		log.Info("lease acquired", "fence", int64(grant.Fence()))
 		wctx, cancel := context.WithCancel(ctx)
 		stopped := make(chan struct{})
@@ -48,10 +47,12 @@ func RunAsLeader(ctx context.Context, lease leader.Lease, clk clock.Clock, log *
 			case <-wctx.Done():
 			}
 		}()
+		began := clk.Now()
 		err = work(wctx, grant.Fence())
 		cancel()
 		<-stopped
-		if err != nil && !errors.Is(err, context.Canceled) {
+		failed := err != nil && !errors.Is(err, context.Canceled)
+		if failed {
 			log.Warn("leader work ended", "err", err)
 		}
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -60,6 +61,17 @@ func RunAsLeader(ctx context.Context, lease leader.Lease, clk clock.Clock, log *
 		}
 		rcancel()
 		if ctx.Err() != nil {
+			return nil
+		}
+		// A tenure that failed at once would fail again at once: back off
+		// before campaigning, so a broken dependency does not spin.
+		if !failed || clk.Since(began) >= time.Minute {
+			retry = 0
+			continue
+		}
+		retry = min(max(2*retry, 500*time.Millisecond), 30*time.Second)
+		log.Warn("campaigning again after a pause", "retry_in", retry.String())
+		if !sleep(ctx, clk, retry) {
 			return nil
 		}
 	}

@@ -300,3 +300,35 @@ func TestRunAsLeaderStopsWorkWhenTheLeaseIsLost(t *testing.T) {
 		t.Fatal("second tenure did not end with the context")
 	}
 }
+
+// A tenure whose work fails at once (a broken dependency) is not retried in
+// a tight loop: the next campaign waits, doubling.
+func TestRunAsLeaderBacksOffAfterAFailingTenure(t *testing.T) {
+	lease := memlease.New()
+	clk := clock.NewFake(time.Unix(0, 0))
+	ctx, cancel := context.WithCancel(context.Background())
+	tenures := make(chan store.Fence, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- RunAsLeader(ctx, lease.Contender("a"), clk, nil, func(_ context.Context, f store.Fence) error {
+			tenures <- f
+			return errors.New("inbox: cannot reach the queue")
+		})
+	}()
+	<-tenures
+	// Wait until the loop sleeps on the clock, then check nothing ran.
+	for clk.Waiters() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case f := <-tenures:
+		t.Fatalf("tenure %d started again without a pause", f)
+	case <-time.After(20 * time.Millisecond):
+	}
+	clk.Advance(500 * time.Millisecond)
+	<-tenures
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -993,3 +993,22 @@ func TestUnansweredStatusWriteIsNotALostJob(t *testing.T) {
 		t.Fatalf("stored state = %s, want Stopped", st.State)
 	}
 }
+
+// An envelope of another run is dropped with a log line that says so.
+func TestOtherRunEnvelopeIsLogged(t *testing.T) {
+	h := newHarness(t, testConfig())
+	logs := &records{}
+	h.deps.Log = slog.New(logs)
+	h.m = NewMachine(h.deps, h.m.Context().Config, job.Status{})
+	h.start()
+	h.bringUp()
+	env := h.envelope("w-0", protocol.Event{Kind: protocol.TaskFailed, Operator: "source", Subtask: 0,
+		Error: "late news of an old run", Domain: job.DomainExternal, Retry: protocol.RetryBackoff})
+	env.RunID = 0
+	h.send(env)
+	h.tick()
+	h.want(job.Running)
+	if got := logs.count("worker message of another run dropped"); got != 1 {
+		t.Fatalf("%d log lines for the dropped envelope, want 1", got)
+	}
+}

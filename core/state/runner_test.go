@@ -150,3 +150,39 @@ func TestRunnerParksAJobAtRest(t *testing.T) {
 		t.Fatalf("active jobs after parking: %v", refs)
 	}
 }
+
+// A park that keeps failing is retried with back-off, not on every pass.
+func TestRunnerBacksOffAFailingPark(t *testing.T) {
+	cfg := testConfig()
+	cfg.Stop = job.StopImmediate
+	h := newHarness(t, cfg)
+	var mu sync.Mutex
+	calls := 0
+	r := NewRunner(h.m, NewMailbox(0), func(context.Context, job.ID, int64) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		return errors.New("throttled")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	// Ten seconds of ticks: 50 passes of the loop.
+	for range 50 {
+		for h.clk.Waiters() == 0 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		h.clk.Advance(200 * time.Millisecond)
+		time.Sleep(200 * time.Microsecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Back-off from 500 ms doubling: about 5 tries in 10 s, never 50.
+	if calls < 2 || calls > 8 {
+		t.Fatalf("%d park attempts in 10 s, want a handful (back-off)", calls)
+	}
+}

@@ -26,14 +26,20 @@ const (
 // transactions cancelled only by a conflicting concurrent transaction
 // retried too (DynamoDB reports those as TransactionCanceledException with
 // reason TransactionConflict; retrying is safe, the conditions are checked
-// afresh, and the SDK reuses the idempotency token).
-func NewRetryer() aws.Retryer {
-	return retry.NewStandard(func(o *retry.StandardOptions) {
+// afresh, and the SDK reuses the idempotency token). optFns adjust the
+// options after that (tests lift the retry quota, so that many injected
+// faults in a row are all retried).
+//
+// Retrying a conditional write is safe even when its first attempt took
+// effect and only its answer was lost: the store and the lease recognise
+// their own earlier write by the token it carries (tokens.go).
+func NewRetryer(optFns ...func(*retry.StandardOptions)) aws.Retryer {
+	return retry.NewStandard(append([]func(*retry.StandardOptions){func(o *retry.StandardOptions) {
 		o.MaxAttempts = retryMaxAttempts
 		o.MaxBackoff = retryMaxBackoff
 		o.BaseDelay = retryBaseDelay
 		o.Retryables = append(o.Retryables, retry.IsErrorRetryableFunc(transactionConflictOnly))
-	})
+	}}, optFns...)...)
 }
 
 // transactionConflictOnly says a cancelled transaction is retryable when no

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/weirstream/weir/infra/accounting"
 	"github.com/weirstream/weir/infra/awstest"
 	"github.com/weirstream/weir/infra/dynamo"
+	"github.com/weirstream/weir/infra/faults"
 	"github.com/weirstream/weir/infra/resources"
 	"github.com/weirstream/weir/infra/resources/resourcestest"
 	"github.com/weirstream/weir/infra/sqs"
@@ -42,7 +44,10 @@ type stack struct {
 	did map[string]bool
 }
 
-func newStack(t *testing.T) (*stack, func()) {
+// newStack starts a controller on fresh resources. inject, if not nil,
+// sits between the controller and AWS (the test's own reads and the
+// simulated workers go around it).
+func newStack(t *testing.T, inject *faults.Injector) (*stack, func()) {
 	t.Helper()
 	ledger, err := accounting.NewLedger()
 	if err != nil {
@@ -51,14 +56,22 @@ func newStack(t *testing.T) (*stack, func()) {
 	cfg := ledger.Instrument(awstest.Config(t))
 	st := resourcestest.ForTest(t, cfg)
 	env := st.Env()
-	db := dynamo.NewClient(cfg)
+	s, err := dynamo.NewStore(dynamo.NewClient(cfg), env[resources.EnvJobsTable])
+	if err != nil {
+		t.Fatal(err)
+	}
 	sq := awssqs.NewFromConfig(cfg)
-	s, err := dynamo.NewStore(db, env[resources.EnvJobsTable])
+	ccfg := cfg.Copy()
+	if inject != nil {
+		ccfg.HTTPClient = inject
+	}
+	db := dynamo.NewClient(ccfg)
+	cs, err := dynamo.NewStore(db, env[resources.EnvJobsTable])
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	in, err := sqs.NewInbox(sq, env[resources.EnvWorkerQueueURL], sqs.InboxOptions{WaitTime: time.Second, Receivers: 2, Logger: log})
+	in, err := sqs.NewInbox(awssqs.NewFromConfig(ccfg), env[resources.EnvWorkerQueueURL], sqs.InboxOptions{WaitTime: time.Second, Receivers: 2, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,14 +90,13 @@ func newStack(t *testing.T) (*stack, func()) {
 	settings.ProgressInterval = 50 * time.Millisecond
 	fl := memfleet.New()
 	m, err := manager.New(manager.Deps{
-		Store: s, Inbox: in, Fleet: fl, Log: log, Settings: settings, PollInterval: 100 * time.Millisecond,
+		Store: cs, Inbox: in, Fleet: fl, Log: log, Settings: settings, PollInterval: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = in.Run(ctx) })
 	wg.Go(func() {
 		err := manager.RunAsLeader(ctx, lease, clock.Real{}, log, m.Run)
 		if err != nil {
@@ -192,7 +204,38 @@ func (s *stack) state(ctx context.Context, id job.ID) job.State {
 }
 
 func TestControllerRunsAJobOnTheEmulator(t *testing.T) {
-	s, stop := newStack(t)
+	runScenario(t, nil)
+}
+
+// Under lost answers (15 % of writes) — writes that take effect while the controller never
+// hears back, so the SDK sends them again — the same scenario runs to the
+// same end: every write knows its own answer, so none is mistaken for a
+// conflict or a lost job, and the stop still ends with its final
+// checkpoint.
+func TestControllerUnderLostAnswers(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 3} {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			inj, err := faults.New(faults.Options{Seed: seed, Rules: []faults.Rule{
+				{Kind: faults.LostAnswer, Rate: 0.15, Operations: []string{
+					"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems",
+					"SendMessageBatch", "DeleteMessageBatch", "ChangeMessageVisibilityBatch",
+				}},
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			runScenario(t, inj)
+			if inj.Injected(faults.LostAnswer, "") == 0 {
+				t.Fatal("no answer was lost: the run proves nothing")
+			}
+			t.Logf("injected: %s", inj)
+		})
+	}
+}
+
+func runScenario(t *testing.T, inj *faults.Injector) {
+	s, stop := newStack(t, inj)
 	ctx := context.Background()
 	cfg, err := s.store.PutConfig(ctx, job.Config{
 		JobID: "clicks",

@@ -369,4 +369,3 @@ func (in *Injector) String() string {
 	}
 	return b.String()
 }
-

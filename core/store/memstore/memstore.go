@@ -90,9 +90,8 @@ func (s *Store) Writes() int {
 	return s.writes
 }
 
-// LoseAnswers makes every conditional write (not Claim, which is
-// idempotent) apply twice with the same token and return the second
-// answer: what a transport does when a write took effect, its answer was
+// LoseAnswers makes every write apply twice with the same token and
+// return the second answer: what a transport does when a write took effect, its answer was
 // lost and it sent the same request again. The store's answer must be the
 // same as without the loss.
 func (s *Store) LoseAnswers(on bool) {
@@ -205,32 +204,31 @@ func (s *Store) PutStatus(_ context.Context, f store.Fence, st job.Status) (job.
 	})
 }
 
-// Claim raises the fence of every item of the job to f at once.
+// Claim raises the fence of every item of the job to f at once. It needs
+// no token: applying it twice is applying it once.
 func (s *Store) Claim(_ context.Context, f store.Fence, id job.ID) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.fail(); err != nil {
-		return err
-	}
-	if err := check(s.fences[id], f); err != nil {
-		return fmt.Errorf("claim job %s: status: %w", id, err)
-	}
-	if err := check(s.commandFences[id], f); err != nil {
-		return fmt.Errorf("claim job %s: command record: %w", id, err)
-	}
-	for e, cp := range s.cps[id] {
-		if err := check(cp.fence, f); err != nil {
-			return fmt.Errorf("claim job %s: checkpoint %d: %w", id, e, err)
+	_, err := write(s, func(string) (struct{}, error) {
+		if err := check(s.fences[id], f); err != nil {
+			return struct{}{}, fmt.Errorf("claim job %s: status: %w", id, err)
 		}
-	}
-	s.fences[id] = f
-	s.commandFences[id] = f
-	for e, cp := range s.cps[id] {
-		cp.fence = f
-		s.cps[id][e] = cp
-	}
-	s.writes++
-	return nil
+		if err := check(s.commandFences[id], f); err != nil {
+			return struct{}{}, fmt.Errorf("claim job %s: command record: %w", id, err)
+		}
+		for e, cp := range s.cps[id] {
+			if err := check(cp.fence, f); err != nil {
+				return struct{}{}, fmt.Errorf("claim job %s: checkpoint %d: %w", id, e, err)
+			}
+		}
+		s.fences[id] = f
+		s.commandFences[id] = f
+		for e, cp := range s.cps[id] {
+			cp.fence = f
+			s.cps[id][e] = cp
+		}
+		s.writes++
+		return struct{}{}, nil
+	})
+	return err
 }
 
 func (s *Store) CreateCheckpoint(_ context.Context, f store.Fence, cp job.Checkpoint) error {
