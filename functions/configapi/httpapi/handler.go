@@ -80,6 +80,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// A missing If-Match is its own answer (428), not a schema error.
+	if op.OperationID == "patchJob" && strings.TrimSpace(r.Header.Get("If-Match")) == "" {
+		_, err := ifMatch(r, true)
+		return err
+	}
 	params := map[string]string{}
 	if id != "" {
 		params["id"] = id
@@ -222,7 +227,13 @@ func requestProblem(err error) *Problem {
 			if where == "" {
 				where = "/"
 			}
-			p.Errors = append(p.Errors, FieldError{Pointer: where, Detail: schemaErr.Reason + hint})
+			detail := schemaErr.Reason
+			// A pattern says little to a person; the schema's description
+			// says what to write.
+			if schemaErr.SchemaField == "pattern" && schemaErr.Schema != nil && schemaErr.Schema.Description != "" && hint == "" {
+				detail = "does not have the right form: " + schemaErr.Schema.Description
+			}
+			p.Errors = append(p.Errors, FieldError{Pointer: where, Detail: detail + hint})
 			return
 		}
 		if where == "" {

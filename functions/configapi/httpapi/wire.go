@@ -127,14 +127,24 @@ func fieldProblem(pointer, detail string) *Problem {
 	return p
 }
 
+// rangeProblem is a 422: the field is well-formed (the schema accepts it)
+// but its value is outside what a job may have.
+func rangeProblem(pointer, detail string) *Problem {
+	p := newProblem(422, typeInvalidJob, "The job is not valid", pointer+": "+detail)
+	p.Errors = []FieldError{{Pointer: pointer, Detail: detail}}
+	return p
+}
+
 // duration parses a duration field; the schema has checked its shape.
 func duration(pointer, s string, min, max time.Duration) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fieldProblem(pointer, fmt.Sprintf("%q is not a duration: write it like \"10s\", \"5m\" or \"1h30m\"", s))
+		// The schema has checked the form, so what is left is a value too
+		// large for any duration.
+		return 0, rangeProblem(pointer, fmt.Sprintf("%q is out of range: use %s to %s", s, min, max))
 	}
 	if d < min || d > max {
-		return 0, fieldProblem(pointer, fmt.Sprintf("%s is out of range: use %s to %s", d, min, max))
+		return 0, rangeProblem(pointer, fmt.Sprintf("%s is out of range: use %s to %s", d, min, max))
 	}
 	return d, nil
 }
