@@ -129,7 +129,7 @@ func serve(ctx context.Context, s settings) error {
 	if err != nil {
 		return err
 	}
-	recorder, err := telemetry.NewRecorder(tel.MeterProvider(), nil)
+	recorder, err := telemetry.NewRecorder(tel.MeterProvider(), tel.TracerProvider(), nil)
 	if err != nil {
 		return err
 	}
@@ -173,7 +173,7 @@ func serve(ctx context.Context, s settings) error {
 		return err
 	}
 	log.Info("weir-controller starting", "launcher", s.Launcher, "jobs_table", s.JobsTable, "lease_table", s.LeaseTable,
-		"lease", s.Lease.Name, "owner", lease.Owner(), "health_addr", health.Addr(), "metrics_exporter", tel.Exporter())
+		"lease", s.Lease.Name, "owner", lease.Owner(), "health_addr", health.Addr(), "metrics_exporter", tel.Exporter(), "trace_exporter", tel.TraceExporter())
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return health.run(gctx) })
