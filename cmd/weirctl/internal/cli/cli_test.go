@@ -32,7 +32,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, api: newAPIStub(), now: time.Date(2026, 11, 29, 12, 0, 30, 0, time.UTC)}
-	srv := httptest.NewServer(h.api)
+	srv := httptest.NewServer(newContract(t, h.api))
 	t.Cleanup(srv.Close)
 	h.url = srv.URL
 	return h
