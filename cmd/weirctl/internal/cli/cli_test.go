@@ -511,7 +511,7 @@ func TestWatchPlainLines(t *testing.T) {
 			h.api.setStatus("demo", client.Status{State: "Recovering", RunID: 2, Restarts: 2, LastError: &client.Failure{Domain: "user", Message: "task map-1 failed"}})
 		}
 	}
-	r := h.run("watch", "demo", "--interval", "100ms", "--for", "550ms")
+	r := h.run("watch", "demo", "--interval", "100ms", "--for", "1500ms")
 	h.expect(r, ExitOK)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if len(lines) != 2 {
@@ -549,7 +549,7 @@ func TestWatchRedrawsInPlaceOnATerminal(t *testing.T) {
 	h.createDemo()
 	h.running()
 	h.tty, h.width = true, 100
-	r := h.run("watch", "--interval", "100ms", "--for", "250ms")
+	r := h.run("watch", "--interval", "100ms", "--for", "600ms")
 	h.expect(r, ExitOK)
 	if n := strings.Count(r.stdout, "\x1b[J"); n < 2 {
 		t.Fatalf("%d frames drawn, want 2 or more:\n%q", n, r.stdout)
@@ -579,7 +579,7 @@ func TestWatchKeepsGoingWhileTheAPIIsDown(t *testing.T) {
 			h.api.fail = 0
 		}
 	}
-	r := h.run("watch", "demo", "--interval", "100ms", "--for", "650ms")
+	r := h.run("watch", "demo", "--interval", "100ms", "--for", "2s")
 	h.expect(r, ExitOK)
 	for _, want := range []string{"state=Running", "error: Internal error (503)", "the API answers again"} {
 		if !strings.Contains(r.stdout, want) {
