@@ -57,14 +57,21 @@ const (
 	MaxSlots = 1024
 )
 
-// Timing defaults of the heartbeat contract (those of the source system).
+// Timing defaults of the heartbeat contract, chosen for cost: SQS bills
+// every send, and heartbeats are most of a quiet job's requests (see the
+// cost section of docs/protocol.md for what a shorter interval buys).
 const (
 	// DefaultHeartbeatInterval: a worker sends at least one envelope this
-	// often, and at most one unless something urgent happens.
-	DefaultHeartbeatInterval = 5 * time.Second
+	// often, and at most one unless its state changes in a way the
+	// controller waits on.
+	DefaultHeartbeatInterval = 20 * time.Second
 	// DefaultHeartbeatTimeout: a worker the controller has not heard from
-	// for this long is taken as dead.
-	DefaultHeartbeatTimeout = 30 * time.Second
+	// for this long is taken as dead. Five intervals, so that a few lost or
+	// late envelopes never kill a healthy worker, and below the default
+	// healthy duration of the restart policy (2 minutes): a job whose
+	// workers die must be found out before it counts as healthy, or its
+	// restarts would never run out.
+	DefaultHeartbeatTimeout = 5 * DefaultHeartbeatInterval
 )
 
 // Envelope is one message from one worker. Which fields it has depends on
