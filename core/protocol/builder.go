@@ -79,6 +79,18 @@ func NewBuilder(jobID job.ID, runID int64, workerID string, slots int, opts Buil
 // new counters alone wait for the heartbeat. A state or epoch that moves
 // back is refused: the controller would ignore it.
 func (b *Builder) SetTask(now time.Time, t Task) error {
+	return b.setTask(now, t, true)
+}
+
+// SetTaskLater records a subtask's state like SetTask, but never brings
+// the next envelope forward: for news the controller can wait for until
+// the next heartbeat (a commit acknowledged well before the next
+// checkpoint is due, say).
+func (b *Builder) SetTaskLater(t Task) error {
+	return b.setTask(time.Time{}, t, false)
+}
+
+func (b *Builder) setTask(now time.Time, t Task, urgentChanges bool) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
@@ -93,7 +105,7 @@ func (b *Builder) SetTask(now time.Time, t Task) error {
 	if err := forward(&prev, &t); err != nil {
 		return err
 	}
-	urgent := t.State != prev.State || t.Checkpointed != prev.Checkpointed || t.Committed != prev.Committed
+	urgent := urgentChanges && (t.State != prev.State || t.Checkpointed != prev.Checkpointed || t.Committed != prev.Committed)
 	if known {
 		b.tasks[i] = t
 	} else {

@@ -137,6 +137,21 @@ func TestBuilderStateChangesComeEarly(t *testing.T) {
 	}
 }
 
+func TestBuilderSetTaskLaterWaitsForTheHeartbeat(t *testing.T) {
+	b := newBuilder(t)
+	flush(t, b, sentAt)
+	if err := b.SetTaskLater(Task{Operator: "sink", State: Running, Checkpointed: 3, Committed: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if want := sentAt.Add(5 * time.Second); !b.Due().Equal(want) || woke(b) {
+		t.Fatalf("due %v, want the heartbeat at %v without a wake-up", b.Due(), want)
+	}
+	if got := flush(t, b, b.Due())[0].Tasks; len(got) != 1 || got[0].Committed != 3 {
+		t.Fatalf("tasks = %+v, want the commit in the heartbeat", got)
+	}
+	assertFieldError(t, b.SetTaskLater(Task{Operator: "sink", State: Running, Checkpointed: 3, Committed: 2}), "task.committed", "went back")
+}
+
 func TestBuilderLingerNeverPassesTheHeartbeat(t *testing.T) {
 	b, err := NewBuilder("j", 1, "w", 1, BuilderOptions{Heartbeat: time.Second, Linger: 10 * time.Second})
 	if err != nil {
