@@ -309,9 +309,10 @@ func (w *Worker) sendLoop(ctx context.Context) {
 }
 
 // untilNextSend is how long until the next envelope is due. A heartbeat
-// due shortly before an expected checkpoint waits (up to a quarter of the
-// interval) so that it leaves with the checkpoint's completion: one send
-// instead of two, and the time-out is five intervals away.
+// that falls due while a checkpoint is expected (from a fast-read window
+// before it to a quarter interval after) waits, up to a quarter interval,
+// to leave with the checkpoint's completion: one send instead of two, and
+// the time-out is five intervals away.
 func (w *Worker) untilNextSend() time.Duration {
 	due := w.b.Due()
 	now := w.clock.Now()
@@ -323,7 +324,8 @@ func (w *Worker) untilNextSend() time.Duration {
 	exp, known := w.sched.expected()
 	busy := w.started && !w.startFailed && w.finalEpoch == 0
 	w.mu.Unlock()
-	if grace := w.id.HeartbeatInterval / 4; busy && known && due.Equal(heartbeat) && exp.After(due) && !exp.After(due.Add(grace)) {
+	grace := w.id.HeartbeatInterval / 4
+	if busy && known && due.Equal(heartbeat) && exp.Add(w.o.ReadWindow).After(due) && !exp.After(due.Add(grace)) {
 		due = due.Add(grace)
 	}
 	return max(due.Sub(now), 0)
