@@ -161,7 +161,9 @@ type Worker struct {
 	sched     *schedule
 	lastFlush time.Time
 
-	// The command loop's own state.
+	// The command loop's state. It alone writes these; started,
+	// startFailed and finalEpoch are written under mu too, because the
+	// send loop reads them.
 	subtasks       []Subtask
 	started        bool
 	startFailed    bool
@@ -507,9 +509,9 @@ func (w *Worker) hasCommitting() bool {
 }
 
 func (w *Worker) start(ctx context.Context, sc *job.StartCommand) {
-	w.started = true
 	req := StartRequest{Program: sc.Program, RestoreEpoch: sc.RestoreEpoch}
 	w.mu.Lock()
+	w.started = true
 	for _, a := range sc.Assignments {
 		if a.WorkerID != w.id.WorkerID {
 			continue
@@ -525,7 +527,9 @@ func (w *Worker) start(ctx context.Context, sc *job.StartCommand) {
 	w.updateAll(false, func(*protocol.Task) {}) // each one scheduled
 	w.log.Info("starting subtasks", "subtasks", len(req.Subtasks), "restore_epoch", req.RestoreEpoch)
 	if err := w.prog.Start(ctx, req, &Reporter{w: w}); err != nil {
+		w.mu.Lock()
 		w.startFailed = true
+		w.mu.Unlock()
 		w.log.Error("program did not start", "err", err)
 		w.updateAll(true, failWith(err))
 		return
@@ -567,7 +571,9 @@ func (w *Worker) checkpoint(ctx context.Context, cp job.CheckpointCommand) {
 	}
 	w.checkpointDone = cp.Epoch
 	if cp.ThenStop {
+		w.mu.Lock()
 		w.finalEpoch = cp.Epoch
+		w.mu.Unlock()
 	}
 }
 
