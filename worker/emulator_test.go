@@ -172,6 +172,15 @@ func allTasks(env *protocol.Envelope, n int, ok func(t protocol.Task) bool) bool
 	return true
 }
 
+// TestEnvNamesMatchTheStack: the worker reads the variables the stack's
+// outputs are given everywhere else.
+func TestEnvNamesMatchTheStack(t *testing.T) {
+	if worker.EnvQueueURL != resources.EnvWorkerQueueURL || worker.EnvJobsTable != resources.EnvJobsTable {
+		t.Errorf("worker reads %s and %s; the stack's outputs are %s and %s",
+			worker.EnvQueueURL, worker.EnvJobsTable, resources.EnvWorkerQueueURL, resources.EnvJobsTable)
+	}
+}
+
 // TestWorkerOnTheEmulator runs a worker through the real SDK: it
 // registers, starts, checkpoints and stops as the command record in
 // DynamoDB asks, and every envelope it sends to SQS decodes.

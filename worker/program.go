@@ -17,6 +17,7 @@ type Subtask struct {
 	Index    int
 }
 
+// String renders the subtask as op[index].
 func (s Subtask) String() string { return fmt.Sprintf("%s[%d]", s.Operator, s.Index) }
 
 // StartRequest is the start command of the worker's run, for this worker.
@@ -96,6 +97,7 @@ type Failure struct {
 	Retry  protocol.RetryHint
 }
 
+// Error returns the underlying error's message.
 func (f *Failure) Error() string { return f.Err.Error() }
 
 // Unwrap returns the underlying error.
