@@ -30,6 +30,10 @@ type schedule struct {
 
 	waiting      bool      // for the start command of the run
 	pendingSince time.Time // zero unless waiting for a commit
+	// commitLag is how long the last commit took to appear after the
+	// worker began waiting for it; the next wait reads fast only from
+	// shortly before that.
+	commitLag time.Duration
 }
 
 func newSchedule(fast, ceiling, window, pendingWindow time.Duration) *schedule {
@@ -58,6 +62,11 @@ func (s *schedule) observe(now time.Time, o observation) {
 	s.waiting = o.waiting
 	switch {
 	case !o.awaitingCommit:
+		if !s.pendingSince.IsZero() {
+			if lag := now.Sub(s.pendingSince); lag < s.pendingWindow {
+				s.commitLag = lag
+			}
+		}
 		s.pendingSince = time.Time{}
 	case s.pendingSince.IsZero():
 		s.pendingSince = now
@@ -113,6 +122,11 @@ func (s *schedule) next(now time.Time) time.Duration {
 		return s.fast
 	}
 	if !s.pendingSince.IsZero() && now.Sub(s.pendingSince) < s.pendingWindow {
+		// The commit comes about as long after the checkpoint as the last
+		// one did: the first read is one fast interval before that.
+		if wait := s.pendingSince.Add(s.commitLag - s.fast).Sub(now); wait > s.fast {
+			return wait
+		}
 		return s.fast
 	}
 	// Fast reads begin one fast interval before the expected checkpoint,

@@ -106,3 +106,26 @@ func TestScheduleBacksOffAndWakesForTheExpectedCheckpoint(t *testing.T) {
 		t.Fatal("still reading fast for a commit after the pending window")
 	}
 }
+
+func TestScheduleLearnsHowLongCommitsTake(t *testing.T) {
+	s := newSchedule(500*time.Millisecond, 10*time.Second, 5*time.Second, 30*time.Second)
+	now := t0
+	s.observe(now, observation{version: 1})
+	// The first commit is awaited at the fast pace; it comes after 2 s.
+	s.observe(now, observation{version: 2, epoch: 1, awaitingCommit: true, quiet: true})
+	if d := s.next(now); d != 500*time.Millisecond {
+		t.Fatalf("awaiting the first commit: next read in %s, want fast", d)
+	}
+	now = now.Add(2 * time.Second)
+	s.observe(now, observation{version: 3, epoch: 1, quiet: true})
+	// The next wait skips the reads that would come too early.
+	now = now.Add(10 * time.Second)
+	s.observe(now, observation{version: 4, epoch: 2, awaitingCommit: true, quiet: true})
+	if d := s.next(now); d != 1500*time.Millisecond {
+		t.Fatalf("awaiting the next commit: next read in %s, want 1.5s (500 ms before the last lag)", d)
+	}
+	now = now.Add(1500 * time.Millisecond)
+	if d := s.next(now); d != 500*time.Millisecond {
+		t.Fatalf("near the expected commit: next read in %s, want fast", d)
+	}
+}
