@@ -312,11 +312,13 @@ func TestRequestsPerWorkerMinute(t *testing.T) {
 }
 
 // settle waits until the worker's two loops are asleep on the fake clock
-// (their requests to the emulator done), or Run has returned.
+// (their requests to the emulator done) for a while of real time, or Run
+// has returned.
 func settle(t *testing.T, clk *clock.Fake, done chan error) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for stable := 0; stable < 50; {
+	var since time.Time
+	for stable := 0; stable < 50 || time.Since(since) < 200*time.Microsecond; stable++ {
 		if time.Now().After(deadline) {
 			t.Fatalf("the worker did not settle: %d timers armed", clk.Waiters())
 		}
@@ -325,10 +327,11 @@ func settle(t *testing.T, clk *clock.Fake, done chan error) {
 			t.Fatalf("Run returned %v", err)
 		default:
 		}
-		if clk.Waiters() >= 2 {
-			stable++
-		} else {
-			stable = 0
+		if clk.Waiters() < 2 {
+			stable = -1
+		}
+		if stable <= 0 {
+			since = time.Now()
 		}
 		runtime.Gosched()
 	}

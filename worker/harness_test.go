@@ -206,19 +206,22 @@ func (h *harness) run() {
 }
 
 // settle waits until the worker's two loops are both asleep on the clock
-// (or Run has returned).
+// (or Run has returned): both timers armed and no wake-up waiting, for a
+// while of real time, so that a loop the scheduler has not run yet is
+// not taken for an idle one.
 func (h *harness) settle() {
 	h.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	stable := 0
-	for stable < 50 {
+	var since time.Time
+	for stable := 0; stable < 50 || time.Since(since) < 200*time.Microsecond; stable++ {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("the worker did not settle: %d timers armed", h.clk.Waiters())
 		}
-		if h.clk.Waiters() >= 2 || h.returned() {
-			stable++
-		} else {
-			stable = 0
+		if !h.returned() && (h.clk.Waiters() < 2 || len(h.w.b.Wake()) > 0) {
+			stable, since = -1, time.Now()
+		}
+		if stable == 0 {
+			since = time.Now()
 		}
 		runtime.Gosched()
 	}

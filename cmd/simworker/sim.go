@@ -31,6 +31,7 @@ type sim struct {
 	records   map[worker.Subtask]uint64
 	finished  map[worker.Subtask]bool
 	startedAt time.Time
+	steppedAt time.Time // the last step, for tests that move a fake clock
 	failed    bool
 	silent    bool // stop-heartbeats-at has passed
 
@@ -53,14 +54,15 @@ func (m *sim) Start(_ context.Context, req worker.StartRequest, r *worker.Report
 	m.r, m.subtasks, m.startedAt = r, req.Subtasks, m.clk.Now()
 	loopCtx, cancel := context.WithCancel(context.Background())
 	m.cancel, m.done = cancel, make(chan struct{})
-	go m.loop(loopCtx, m.done)
+	// The ticker starts with the subtasks, so ticks fall a whole number of
+	// ticks after startedAt.
+	go m.loop(loopCtx, m.clk.NewTicker(tick), m.done)
 	m.log.Info("simulated subtasks started", "subtasks", len(req.Subtasks), "restore_epoch", req.RestoreEpoch)
 	return nil
 }
 
-func (m *sim) loop(ctx context.Context, done chan struct{}) {
+func (m *sim) loop(ctx context.Context, t clock.Ticker, done chan struct{}) {
 	defer close(done)
-	t := m.clk.NewTicker(tick)
 	defer t.Stop()
 	for {
 		select {
@@ -78,6 +80,7 @@ func (m *sim) step() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clk.Now()
+	m.steppedAt = now
 	since := now.Sub(m.startedAt)
 	// Counts follow from the time since the start, so a tick the loop
 	// missed (a ticker drops ticks while its reader is busy) loses nothing.
@@ -212,6 +215,36 @@ func (m *sim) Stop(ctx context.Context, mode job.StopMode) error {
 	case <-ctx.Done():
 		return errors.New("the counting loop did not end before the stop's context did")
 	}
+}
+
+// ticking reports whether the counting loop's ticker is running.
+func (m *sim) ticking() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cancel == nil {
+		return false
+	}
+	select {
+	case <-m.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// behind reports whether the counting loop has started and not yet caught
+// up with the clock: a tick is due that it has not taken.
+func (m *sim) behind() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cancel == nil {
+		return false
+	}
+	last := m.startedAt
+	if m.steppedAt.After(last) {
+		last = m.steppedAt
+	}
+	return m.clk.Since(last) >= tick
 }
 
 // silenced reports whether -stop-heartbeats-at has passed.

@@ -114,13 +114,28 @@ func simulate(t *testing.T, args []string, d time.Duration) (*queue, []int) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	settle := func() {
-		for stable := 0; stable < 50; runtime.Gosched() {
-			// The worker's two loops, and the simulator's once started.
-			if clk.Waiters() >= 2 {
-				stable++
-			} else {
-				stable = 0
+		// Asleep for a while of real time, so that a goroutine the
+		// scheduler has not run yet is not taken for an idle one.
+		deadline := time.Now().Add(10 * time.Second)
+		var since time.Time
+		for stable := 0; stable < 50 || time.Since(since) < 200*time.Microsecond; stable++ {
+			if time.Now().After(deadline) {
+				t.Fatalf("the worker and the simulator did not settle: %d timers armed", clk.Waiters())
 			}
+			// The worker's two loops asleep on their timers, and the
+			// simulator's counting loop (whose ticker is armed too)
+			// caught up with the clock.
+			want := 2
+			if m.ticking() {
+				want++
+			}
+			if clk.Waiters() < want || m.behind() {
+				stable = -1
+			}
+			if stable <= 0 {
+				since = time.Now()
+			}
+			runtime.Gosched()
 		}
 	}
 	settle()
