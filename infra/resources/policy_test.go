@@ -19,7 +19,7 @@ import (
 // log group that has a retention.
 
 // accountWideActions are the actions IAM grants only on "*".
-var accountWideActions = []string{"ecr:GetAuthorizationToken"}
+var accountWideActions = []string{"ecr:GetAuthorizationToken", "ecs:DescribeTaskDefinition"}
 
 type cfnDoc struct {
 	Resources map[string]struct {
