@@ -12,6 +12,8 @@
 #   make emulator-up   start the local AWS emulator (moto) on 127.0.0.1:4566
 #   make emulator-down stop it
 #   make lint          gofmt, vet, staticcheck and cfn-lint of template.yaml
+#   make bench         scale and cost benchmark (a few minutes): prints a table
+#                      and writes bench/report.json; micro-benchmarks: make microbench
 #   make localstack-up / localstack-down
 #                      LocalStack in Docker with the same resources (optional)
 
@@ -27,7 +29,7 @@ export AWS_REGION ?= us-east-1
 export AWS_ACCESS_KEY_ID ?= test
 export AWS_SECRET_ACCESS_KEY ?= test
 
-.PHONY: run localstack-up localstack-down test lint fmt-check vet staticcheck template-lint unit emulator-up emulator-down bench build api-fuzz
+.PHONY: run localstack-up localstack-down test lint fmt-check vet staticcheck template-lint unit emulator-up emulator-down bench microbench build api-fuzz
 
 # run builds and starts the emulator, the controller, the config API and
 # the scheduler stand-in, creates the demo job and watches it; see
@@ -87,7 +89,13 @@ template-lint:
 unit:
 	$(GO) test -race -count=1 ./...
 
+# bench runs 1,000, 5,000 and 10,000 simulated jobs through the controller
+# on in-memory ports, then the cost model; it stops by itself (BENCH_FLAGS
+# passes options, e.g. BENCH_FLAGS='-jobs 1000 -window 10s').
 bench:
+	$(GO) run ./cmd/weir-bench -out bench/report.json $(BENCH_FLAGS)
+
+microbench:
 	$(GO) test -run '^$$' -bench . -benchmem ./core/...
 
 emulator-up:

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/weirstream/weir/core/clock"
 	"github.com/weirstream/weir/core/inbox"
 	"github.com/weirstream/weir/core/protocol"
 	"github.com/weirstream/weir/core/state"
@@ -109,6 +110,53 @@ func (q *ackQueue) add(d inbox.Delivery) {
 	}
 }
 
+func (q *ackQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending)
+}
+
+// awaitFull waits until a full batch is waiting or d has passed, and
+// reports false if ctx ended first.
+func (q *ackQueue) awaitFull(ctx context.Context, clk clock.Clock, d time.Duration) bool {
+	tm := clk.NewTimer(d)
+	defer tm.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tm.C():
+			return true
+		case <-q.wake:
+			if q.len() >= inbox.MaxBatch {
+				return true
+			}
+		}
+	}
+}
+
+// takeBatches takes as many full batches as are waiting, leaving the rest
+// to wait for company (and signalling, so the loop comes back for them);
+// fewer than a batch are taken whole.
+func (q *ackQueue) takeBatches() []inbox.Delivery {
+	q.mu.Lock()
+	n := len(q.pending) / inbox.MaxBatch * inbox.MaxBatch
+	if n == 0 || n == len(q.pending) {
+		ds := q.pending
+		q.pending = nil
+		q.mu.Unlock()
+		return ds
+	}
+	ds := q.pending[:n:n]
+	q.pending = append([]inbox.Delivery(nil), q.pending[n:]...)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return ds
+}
+
 func (q *ackQueue) take() []inbox.Delivery {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -122,7 +170,9 @@ const ackParallel = 4
 
 // ackLoop deletes handled messages in batches of up to inbox.MaxBatch,
 // several batches at once, so a slow delete call does not let handled
-// messages pile up until their visibility runs out.
+// messages pile up until their visibility runs out. Fewer than a batch
+// wait up to AckLinger for more, so a trickle of messages still shares
+// delete calls; under load batches are full and go at once.
 func (t *tenure) ackLoop(ctx context.Context) error {
 	for {
 		select {
@@ -130,7 +180,14 @@ func (t *tenure) ackLoop(ctx context.Context) error {
 			return nil
 		case <-t.acks.wake:
 		}
-		t.ack(ctx, t.acks.take())
+		if t.d.AckLinger <= 0 {
+			t.ack(ctx, t.acks.take())
+			continue
+		}
+		if t.acks.len() < inbox.MaxBatch && !t.acks.awaitFull(ctx, t.d.Clock, t.d.AckLinger) {
+			return nil
+		}
+		t.ack(ctx, t.acks.takeBatches())
 	}
 }
 

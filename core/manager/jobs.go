@@ -148,6 +148,9 @@ func (t *tenure) runOnce(ctx context.Context, s *jobSlot) error {
 		Rand:      t.d.Rand,
 	}, cfg, job.Status{})
 	r := state.NewRunner(m, s.mb, t.park)
+	if t.d.OnTick != nil {
+		r.OnTick(t.d.OnTick)
+	}
 	t.mu.Lock()
 	s.runner = r
 	t.mu.Unlock()

@@ -29,6 +29,12 @@ import (
 // system polls its database every 500 ms).
 const DefaultPollInterval = 500 * time.Millisecond
 
+// DefaultAckLinger is how long handled messages may wait for company
+// before a delete call that would carry fewer than inbox.MaxBatch of them.
+// A delete call is billed the same for one message as for ten, and a
+// handled message only has to be deleted before its visibility time-out.
+const DefaultAckLinger = 500 * time.Millisecond
+
 // Deps are the ports a Manager drives.
 type Deps struct {
 	Store     store.Store
@@ -48,6 +54,13 @@ type Deps struct {
 	MailboxLimit int
 	// Rand returns a number in [0, 1) for jitter; nil uses math/rand.
 	Rand func() float64
+	// AckLinger is how long handled messages wait, when fewer than a full
+	// batch are waiting, for more to share the delete call
+	// (DefaultAckLinger if zero; negative: never wait).
+	AckLinger time.Duration
+	// OnTick, if set, is told how late each job's progress tick ran
+	// (state.Runner.OnTick); it is called from every job's goroutine.
+	OnTick func(late time.Duration)
 }
 
 // Manager runs the jobs. It is reusable: each Run is one tenure as leader.
@@ -86,6 +99,9 @@ func New(d Deps) (*Manager, error) {
 	}
 	if d.MailboxLimit < 0 {
 		return nil, fmt.Errorf("manager: MailboxLimit is %d; it must be at least 1 (0 for the default, %d)", d.MailboxLimit, state.DefaultMailboxLimit)
+	}
+	if d.AckLinger == 0 {
+		d.AckLinger = DefaultAckLinger
 	}
 	if d.PollInterval < 0 {
 		return nil, fmt.Errorf("manager: poll interval %s is negative", d.PollInterval)

@@ -301,6 +301,25 @@ func TestRunAsLeaderStopsWorkWhenTheLeaseIsLost(t *testing.T) {
 	}
 }
 
+func TestManagerReportsTickLateness(t *testing.T) {
+	w := newWorld(t)
+	var mu sync.Mutex
+	ticks := 0
+	w.deps.OnTick = func(time.Duration) {
+		mu.Lock()
+		ticks++
+		mu.Unlock()
+	}
+	w.putJob("a", nil)
+	w.putJob("b", nil)
+	w.run(1)
+	w.until("ticks reported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return ticks >= 10
+	}, "a", "b")
+}
+
 // A tenure whose work fails at once (a broken dependency) is not retried in
 // a tight loop: the next campaign waits, doubling.
 func TestRunAsLeaderBacksOffAfterAFailingTenure(t *testing.T) {

@@ -39,7 +39,15 @@ type Runner struct {
 	mu    sync.Mutex
 	state job.State
 	ticks int
+
+	// onTick, if set, is told how late each tick ran (see OnTick).
+	onTick func(late time.Duration)
 }
+
+// OnTick sets a function told, after each tick, how long after its due
+// time the tick started: benchmarks and metrics watch the cadence with it.
+// It runs on the job's goroutine, so it must be quick. Set it before Run.
+func (r *Runner) OnTick(fn func(late time.Duration)) { r.onTick = fn }
 
 // NewRunner makes a runner for m that reads mb. park, if not nil, takes the
 // job off the active index once it is at rest; Run then returns.
@@ -97,10 +105,13 @@ func (r *Runner) Run(ctx context.Context) error {
 			err = r.takeMessages(ctx, next)
 		}
 		ticked := false
-		if err == nil && !clk.Now().Before(next) {
+		if now := clk.Now(); err == nil && !now.Before(next) {
+			if r.onTick != nil {
+				r.onTick(now.Sub(next))
+			}
 			err = r.m.Tick(ctx)
 			ticked = true
-			now := clk.Now()
+			now = clk.Now()
 			for !next.After(now) {
 				next = next.Add(r.interval)
 			}

@@ -151,6 +151,48 @@ func TestRunnerParksAJobAtRest(t *testing.T) {
 	}
 }
 
+func TestRunnerReportsHowLateEachTickRan(t *testing.T) {
+	h := newHarness(t, testConfig())
+	ctx, cancel := context.WithCancel(context.Background())
+	late := make(chan time.Duration, 16)
+	r := NewRunner(h.m, NewMailbox(0), nil)
+	r.OnTick(func(d time.Duration) { late <- d })
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("runner: %v", err)
+		}
+	}()
+	next := func() time.Duration {
+		t.Helper()
+		select {
+		case d := <-late:
+			return d
+		case <-time.After(5 * time.Second):
+			t.Fatal("no tick reported")
+			return 0
+		}
+	}
+	// Wait until Run has read its first deadline (the ticker exists once
+	// it has), then run the first tick 50 ms past it, the second on time.
+	for deadline := time.Now().Add(5 * time.Second); h.clk.Waiters() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the runner never started its ticker")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.clk.Advance(250 * time.Millisecond)
+	if d := next(); d != 50*time.Millisecond {
+		t.Fatalf("first tick reported %s late, want 50ms", d)
+	}
+	h.clk.Advance(150 * time.Millisecond)
+	if d := next(); d != 0 {
+		t.Fatalf("second tick reported %s late, want 0 (the cadence is kept from the first deadline)", d)
+	}
+}
+
 // A park that keeps failing is retried with back-off, not on every pass.
 func TestRunnerBacksOffAFailingPark(t *testing.T) {
 	cfg := testConfig()

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/weirstream/weir/core/inbox"
+	"github.com/weirstream/weir/core/manager"
+	"github.com/weirstream/weir/core/protocol"
+	"github.com/weirstream/weir/infra/accounting"
+	"github.com/weirstream/weir/infra/dynamo"
+)
+
+const month = 30 * 24 * time.Hour
+
+// Cost-run shape: ten jobs share a controller; checkpoints every 2 s so a
+// short run sees many of them.
+const (
+	costJobs       = 10
+	costCheckpoint = 2 * time.Second
+	// DefaultReceiveLinger is the SQS inbox's Linger the cost figures
+	// assume (see docs/operations.md): a receive that came back partly full
+	// waits this long before the next one, so messages gather.
+	DefaultReceiveLinger = 500 * time.Millisecond
+	// commandIdleRead is how often a worker reads its command record while
+	// nothing changes (worker.DefaultSlowRead); commandReadsPerCheckpoint
+	// is the extra reads a checkpoint costs each worker at the least. The
+	// worker SDK reads fast around each expected checkpoint, so this is a
+	// lower bound (see docs/operations.md).
+	commandIdleRead           = 10 * time.Second
+	commandReadsPerCheckpoint = 1
+)
+
+// CostAtInterval is the monthly cost of one 10-worker job at one
+// checkpoint interval.
+type CostAtInterval struct {
+	CheckpointIntervalSeconds float64            `json:"checkpoint_interval_seconds"`
+	RequestsPerJobMonth       map[string]float64 `json:"requests_per_job_month"`
+	USDByOperation            map[string]float64 `json:"usd_by_operation"`
+	USDPerJobMonth            float64            `json:"usd_per_job_month"`
+}
+
+// CostReport is the cost section of the report.
+type CostReport struct {
+	Prices                     accounting.Prices  `json:"prices"`
+	HeartbeatIntervalSeconds   float64            `json:"heartbeat_interval_seconds"`
+	CommandIdleReadSeconds     float64            `json:"command_idle_read_seconds"`
+	ReceiveLingerMs            float64            `json:"receive_linger_ms"`
+	AckLingerMs                float64            `json:"ack_linger_ms"`
+	SharedJobs                 int                `json:"jobs_sharing_the_controller"`
+	MessagesMeasured           int64              `json:"messages_measured"`
+	CheckpointsMeasured        int64              `json:"checkpoints_measured"`
+	ReceiveDeletePerMessage    float64            `json:"receive_delete_billed_per_message"`
+	MessagesPerReceive         float64            `json:"messages_per_receive"`
+	MessagesPerDelete          float64            `json:"messages_per_delete"`
+	ControllerStorePerCkpt     map[string]float64 `json:"controller_store_requests_per_checkpoint"`
+	Intervals                  []CostAtInterval   `json:"intervals"`
+	USDPerControllerMonth      float64            `json:"usd_per_controller_month"`
+	ControllerRequestsPerMonth map[string]float64 `json:"controller_requests_per_month"`
+}
+
+// lingerInbox makes the in-memory inbox receive as the SQS inbox does
+// with a Linger: one poller at a time while receives come back short, and
+// after a batch that was not full the next receive waits.
+type lingerInbox struct {
+	inbox.Inbox
+	linger time.Duration
+	mu     *sync.Mutex
+}
+
+func (l lingerInbox) Receive(ctx context.Context) ([]inbox.Delivery, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ds, err := l.Inbox.Receive(ctx)
+	if err == nil && len(ds) > 0 && len(ds) < inbox.MaxBatch {
+		sleepCtx(ctx, l.linger)
+	}
+	return ds, err
+}
+
+// costReport runs ten jobs on one controller, counts the requests each
+// port call makes, splits them into what a checkpoint costs and what time
+// costs, and prices a month at each checkpoint interval.
+func costReport(ctx context.Context, log *slog.Logger, latency, receiveLinger, ackLinger time.Duration) (*CostReport, error) {
+	r, err := runLoad(ctx, loadOptions{jobs: costJobs, latency: latency, warmup: 25 * time.Second, window: 30 * time.Second,
+		readEvery: 100 * time.Millisecond, checkpoint: costCheckpoint, takeover: time.Minute, linger: receiveLinger,
+		ackLinger: ackLinger, sizes: true}, log)
+	if err != nil {
+		return nil, fmt.Errorf("cost run: %w", err)
+	}
+	u := r.usage
+	if u.checkpoints == 0 {
+		return nil, fmt.Errorf("cost run: no checkpoint was taken in %.0f s", u.seconds)
+	}
+	p := accounting.USEast1
+	hb := protocol.DefaultHeartbeatInterval
+	rep := &CostReport{
+		Prices: p, HeartbeatIntervalSeconds: hb.Seconds(), CommandIdleReadSeconds: commandIdleRead.Seconds(),
+		ReceiveLingerMs: ms(receiveLinger), AckLingerMs: ms(max(0, ackLinger)), SharedJobs: costJobs,
+		MessagesMeasured: int64(u.inbox.Delivered), CheckpointsMeasured: u.checkpoints,
+		ControllerStorePerCkpt: map[string]float64{},
+	}
+	msgs := float64(u.inbox.Delivered)
+	if msgs > 0 {
+		rep.MessagesPerReceive = msgs / float64(max(1, u.inbox.Receives))
+		rep.MessagesPerDelete = float64(u.inbox.Acked) / float64(max(1, u.inbox.AckCalls))
+		rep.ReceiveDeletePerMessage = float64(u.inbox.Receives+u.inbox.AckCalls) / msgs
+	}
+	// What the controller's store calls cost per checkpoint, from the run;
+	// the index poll is the controller's, not the checkpoints'.
+	ckpts := float64(u.checkpoints)
+	storeUnitsPerCkpt := map[string]float64{}
+	for name, n := range u.store {
+		if name == opIndexPoll {
+			continue
+		}
+		rep.ControllerStorePerCkpt[name] = float64(n) / ckpts
+		storeUnitsPerCkpt[name] = u.storeUnits[name] / ckpts
+	}
+	for _, interval := range []time.Duration{10 * time.Second, 60 * time.Second} {
+		rep.Intervals = append(rep.Intervals, jobMonth(p, interval, hb, rep, storeUnitsPerCkpt))
+	}
+	rep.ControllerRequestsPerMonth, rep.USDPerControllerMonth = controllerMonth(p)
+	return rep, nil
+}
+
+const opIndexPoll = "dynamodb.Query active index"
+
+// sendsPerWorker is how many envelopes a worker sends in one checkpoint
+// interval by the protocol's rules: the checkpoint's completion (urgent)
+// plus the heartbeats the rest of the interval needs, one per heartbeat
+// interval counted from the last envelope.
+func sendsPerWorker(interval, hb time.Duration) float64 {
+	return max(1, math.Ceil(interval.Seconds()/hb.Seconds()))
+}
+
+func jobMonth(p accounting.Prices, interval, hb time.Duration, rep *CostReport, storeUnitsPerCkpt map[string]float64) CostAtInterval {
+	c := CostAtInterval{CheckpointIntervalSeconds: interval.Seconds(), RequestsPerJobMonth: map[string]float64{}, USDByOperation: map[string]float64{}}
+	ckpts := month.Seconds() / interval.Seconds()
+	sends := workersPerJob * ckpts * sendsPerWorker(interval, hb)
+	add := func(name string, requests, usd float64) {
+		c.RequestsPerJobMonth[name] += requests
+		c.USDByOperation[name] += usd
+		c.USDPerJobMonth += usd
+	}
+	add("sqs.SendMessage", sends, sends*p.SQSRequest)
+	recv := sends / rep.MessagesPerReceive
+	del := sends / rep.MessagesPerDelete
+	add("sqs.ReceiveMessage", recv, recv*p.SQSRequest)
+	add("sqs.DeleteMessageBatch", del, del*p.SQSRequest)
+	// Workers' reads of the command record: eventually consistent, one
+	// half read unit each (the record is under 4 KB).
+	reads := workersPerJob * (month.Seconds()/commandIdleRead.Seconds() + ckpts*commandReadsPerCheckpoint)
+	add("dynamodb.GetItem commands (workers)", reads, reads*0.5*p.DynamoDBReadUnit)
+	for _, name := range slices.Sorted(maps.Keys(rep.ControllerStorePerCkpt)) {
+		n := rep.ControllerStorePerCkpt[name] * ckpts
+		units := storeUnitsPerCkpt[name] * ckpts
+		price := p.DynamoDBWriteUnit
+		if isRead(name) {
+			price = p.DynamoDBReadUnit
+		}
+		add(name, n, units*price)
+	}
+	return c
+}
+
+func isRead(name string) bool {
+	for _, prefix := range []string{"dynamodb.GetItem", "dynamodb.Query"} {
+		if len(name) >= len(prefix) && name[:len(prefix)] == prefix {
+			return true
+		}
+	}
+	return false
+}
+
+// controllerMonth is what one controller costs whatever its jobs: lease
+// renewals (a conditional write of a small item every renew interval) and
+// polls of the active index (a query every poll interval; with few jobs
+// under 4 KB, eventually consistent).
+func controllerMonth(p accounting.Prices) (map[string]float64, float64) {
+	renewals := month.Seconds() / dynamo.DefaultRenewInterval.Seconds()
+	polls := month.Seconds() / manager.DefaultPollInterval.Seconds()
+	reqs := map[string]float64{
+		"dynamodb.UpdateItem lease": renewals,
+		opIndexPoll:                 polls,
+	}
+	usd := renewals*p.DynamoDBWriteUnit + polls*0.5*p.DynamoDBReadUnit
+	return reqs, usd
+}

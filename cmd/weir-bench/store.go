@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weirstream/weir/core/job"
+	"github.com/weirstream/weir/core/store"
+)
+
+// slowStore is a store.Store with a fixed latency on every call, as a
+// DynamoDB round trip has, that counts the DynamoDB requests each call
+// would make and their capacity units, and tells a hook about every status
+// it writes.
+type slowStore struct {
+	store.Store
+	latency  time.Duration
+	onStatus func(job.Status)
+	// sizes: bill by item size (encoding each item costs CPU, so only the
+	// cost run does); otherwise every request counts its minimum.
+	sizes bool
+
+	mu    sync.Mutex
+	count map[string]int64
+	units map[string]float64
+	calls atomic.Int64
+	// ckptSize and statusSize are the latest item sizes written, for
+	// billing deletes and the epoch reservation, which rewrite or remove
+	// items the call does not carry.
+	ckptSize, statusSize, commandsSize atomic.Int64
+	// checkpoints counts each job's stored checkpoint items (under mu).
+	checkpoints map[job.ID]int
+}
+
+func newSlowStore(s store.Store, latency time.Duration) *slowStore {
+	return &slowStore{Store: s, latency: latency, count: map[string]int64{}, units: map[string]float64{}, checkpoints: map[job.ID]int{}}
+}
+
+func (s *slowStore) wait(ctx context.Context) error {
+	s.calls.Add(1)
+	if s.latency <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(s.latency)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// bill records one request of the named operation on an item of size
+// bytes.
+func (s *slowStore) bill(name string, read, eventual bool, size int) {
+	var u float64
+	if read {
+		u = float64((size + 4095) / 4096)
+		if u < 1 {
+			u = 1
+		}
+		if eventual {
+			u /= 2
+		}
+	} else {
+		u = float64((size + 1023) / 1024)
+		if u < 1 {
+			u = 1
+		}
+	}
+	s.mu.Lock()
+	s.count[name]++
+	s.units[name] += u
+	s.mu.Unlock()
+}
+
+// Usage returns the requests and units counted so far and resets them.
+func (s *slowStore) Usage() (map[string]int64, map[string]float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, u := s.count, s.units
+	s.count, s.units = map[string]int64{}, map[string]float64{}
+	return c, u
+}
+
+func (s *slowStore) size(v any) int {
+	if !s.sizes {
+		return 0
+	}
+	b, _ := json.Marshal(v)
+	// Attribute names and key attributes add about this much to an item.
+	return len(b) + 100
+}
+
+func (s *slowStore) GetConfig(ctx context.Context, id job.ID) (job.Config, error) {
+	if err := s.wait(ctx); err != nil {
+		return job.Config{}, err
+	}
+	c, err := s.Store.GetConfig(ctx, id)
+	s.bill("dynamodb.GetItem config", true, false, s.size(c))
+	return c, err
+}
+
+func (s *slowStore) GetStatus(ctx context.Context, id job.ID) (job.Status, error) {
+	if err := s.wait(ctx); err != nil {
+		return job.Status{}, err
+	}
+	st, err := s.Store.GetStatus(ctx, id)
+	s.bill("dynamodb.GetItem status", true, false, s.size(st))
+	return st, err
+}
+
+func (s *slowStore) PutStatus(ctx context.Context, f store.Fence, st job.Status) (job.Status, error) {
+	if err := s.wait(ctx); err != nil {
+		return job.Status{}, err
+	}
+	out, err := s.Store.PutStatus(ctx, f, st)
+	n := s.size(st)
+	s.statusSize.Store(int64(n))
+	s.bill("dynamodb.UpdateItem status", false, false, n)
+	if err == nil && s.onStatus != nil {
+		s.onStatus(out)
+	}
+	return out, err
+}
+
+func (s *slowStore) Claim(ctx context.Context, f store.Fence, id job.ID) error {
+	// A claim raises the fence of the status item (which comes back
+	// whole) and of the command record, lists the checkpoint keys, and
+	// raises the fence of each checkpoint item: one round trip each.
+	s.mu.Lock()
+	cps := s.checkpoints[id]
+	s.mu.Unlock()
+	for range 3 + cps {
+		if err := s.wait(ctx); err != nil {
+			return err
+		}
+	}
+	s.bill("dynamodb.UpdateItem claim status", false, false, int(s.statusSize.Load()))
+	s.bill("dynamodb.UpdateItem claim commands", false, false, int(s.commandsSize.Load()))
+	s.bill("dynamodb.Query claim checkpoint keys", true, false, 100*cps)
+	for range cps {
+		s.bill("dynamodb.UpdateItem claim checkpoint", false, false, int(s.ckptSize.Load()))
+	}
+	return s.Store.Claim(ctx, f, id)
+}
+
+func (s *slowStore) CreateCheckpoint(ctx context.Context, f store.Fence, cp job.Checkpoint) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	err := s.Store.CreateCheckpoint(ctx, f, cp)
+	if err == nil {
+		s.mu.Lock()
+		s.checkpoints[cp.JobID]++
+		s.mu.Unlock()
+	}
+	// The epoch reservation updates the status item, then the checkpoint
+	// item is put.
+	s.bill("dynamodb.UpdateItem epoch", false, false, int(s.statusSize.Load()))
+	n := s.size(cp)
+	s.ckptSize.Store(int64(n))
+	s.bill("dynamodb.PutItem checkpoint", false, false, n)
+	return err
+}
+
+func (s *slowStore) UpdateCheckpoint(ctx context.Context, f store.Fence, cp job.Checkpoint) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	// The record is put whole, billed by the larger of the item before
+	// and after.
+	after := s.size(cp)
+	n := max(after, int(s.ckptSize.Load()))
+	s.ckptSize.Store(int64(after))
+	s.bill("dynamodb.PutItem checkpoint update", false, false, n)
+	return s.Store.UpdateCheckpoint(ctx, f, cp)
+}
+
+func (s *slowStore) ListCheckpoints(ctx context.Context, id job.ID) ([]job.Checkpoint, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
+	cps, err := s.Store.ListCheckpoints(ctx, id)
+	s.bill("dynamodb.Query checkpoints", true, false, s.size(cps))
+	return cps, err
+}
+
+func (s *slowStore) MaxEpoch(ctx context.Context, id job.ID) (int64, error) {
+	if err := s.wait(ctx); err != nil {
+		return 0, err
+	}
+	s.bill("dynamodb.GetItem max epoch", true, false, 100)
+	return s.Store.MaxEpoch(ctx, id)
+}
+
+func (s *slowStore) DeleteCheckpoints(ctx context.Context, f store.Fence, id job.ID, below int64) (int, error) {
+	if err := s.wait(ctx); err != nil {
+		return 0, err
+	}
+	n, err := s.Store.DeleteCheckpoints(ctx, f, id, below)
+	s.mu.Lock()
+	s.checkpoints[id] = max(0, s.checkpoints[id]-n)
+	s.mu.Unlock()
+	// One query for the keys, then a transaction: a fence check on the
+	// status item plus one delete per checkpoint, each billed twice (a
+	// transaction) by the item's size.
+	s.bill("dynamodb.Query checkpoint keys", true, false, 100*n)
+	if n > 0 {
+		s.bill("dynamodb.TransactWriteItems delete checkpoints", false, false, 2*(int(s.statusSize.Load())+n*int(s.ckptSize.Load())))
+	}
+	return n, err
+}
+
+func (s *slowStore) GetCommands(ctx context.Context, id job.ID) (job.Commands, error) {
+	if err := s.wait(ctx); err != nil {
+		return job.Commands{}, err
+	}
+	c, err := s.Store.GetCommands(ctx, id)
+	s.bill("dynamodb.GetItem commands (controller)", true, true, s.size(c))
+	return c, err
+}
+
+func (s *slowStore) PutCommands(ctx context.Context, f store.Fence, c job.Commands) (job.Commands, error) {
+	if err := s.wait(ctx); err != nil {
+		return job.Commands{}, err
+	}
+	n := s.size(c)
+	s.commandsSize.Store(int64(n))
+	s.bill("dynamodb.UpdateItem commands", false, false, n)
+	return s.Store.PutCommands(ctx, f, c)
+}
+
+func (s *slowStore) ActiveJobs(ctx context.Context) ([]store.JobRef, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
+	refs, err := s.Store.ActiveJobs(ctx)
+	// The index is a sparse GSI read eventually consistently; each entry
+	// projects the key and the config version (about 60 bytes).
+	s.bill("dynamodb.Query active index", true, true, 60*len(refs))
+	return refs, err
+}
+
+func (s *slowStore) Park(ctx context.Context, f store.Fence, id job.ID, configVersion int64) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	s.bill("dynamodb.UpdateItem park", false, false, 200)
+	return s.Store.Park(ctx, f, id, configVersion)
+}
