@@ -569,8 +569,12 @@ func TestWatchKeepsGoingWhileTheAPIIsDown(t *testing.T) {
 	h := newHarness(t)
 	h.createDemo()
 	h.running()
+	// Requests may overlap (one timed out is still being served when the
+	// next arrives), so the hook counts and switches under the stub's lock.
 	polls := 0
 	h.api.before = func(*http.Request) {
+		h.api.mu.Lock()
+		defer h.api.mu.Unlock()
 		polls++
 		switch polls {
 		case 2:
