@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -60,6 +61,17 @@ func TestMain(m *testing.M) {
 	if len(os.Args) == 4 && os.Args[1] == workerMode {
 		execWorker(os.Args[2], os.Args[3])
 		return
+	}
+	// The tests wait on processes and the emulator far more than they
+	// compute: run five at a time unless -test.parallel says otherwise
+	// (its default is one per CPU). More keep the emulator, which answers
+	// one request at a time, so busy that the controllers' 2 s lease
+	// renewals time out.
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", "5")
 	}
 	code := m.Run()
 	if bins.dir != "" {
@@ -127,10 +139,13 @@ type stack struct {
 func newStack(t *testing.T) *stack {
 	t.Helper()
 	cfg := awstest.Config(t)
+	began := time.Now()
 	if err := buildOnce(); err != nil {
 		t.Fatal(err)
 	}
+	built := time.Now()
 	rs := resourcestest.ForTest(t, cfg)
+	t.Logf("binaries ready after %s, the stack's resources %s later", built.Sub(began).Round(time.Millisecond), time.Since(built).Round(time.Millisecond))
 	db := dynamo.NewClient(cfg)
 	env := rs.Env()
 	st, err := dynamo.NewStore(db, env[resources.EnvJobsTable])
@@ -151,6 +166,8 @@ func newStack(t *testing.T) *stack {
 // stack is still alive.
 func (s *stack) cleanup() {
 	t := s.t
+	began := time.Now()
+	defer func() { t.Logf("processes of the stack ended in %s", time.Since(began).Round(time.Millisecond)) }()
 	for _, c := range s.ctls {
 		c.kill()
 		if t.Failed() {
@@ -258,7 +275,7 @@ func (s *stack) startController(name string, o controllerOptions) *controller {
 		"--launcher", "process", "--process-state-dir", s.stateDir,
 		"--process-command", strings.Join([]string{self, workerMode, s.flagsDir, bins.simworker}, " "),
 		"--process-grace", "2s",
-		"--lease-owner", name, "--health-addr", "127.0.0.1:0", "--poll-interval", "200ms",
+		"--lease-owner", name, "--health-addr", "127.0.0.1:0", "--poll-interval", "500ms",
 		"--heartbeat-timeout", heartbeatTimeout.String(),
 	}, o.lease...)
 	cmd := exec.Command(bins.controller, args...)
@@ -339,6 +356,7 @@ type logLine struct {
 	From       string    `json:"from"`
 	To         string    `json:"to"`
 	HealthAddr string    `json:"health_addr"`
+	Err        string    `json:"err"`
 }
 
 func (c *controller) lines() []logLine {
@@ -656,4 +674,19 @@ func decodeLine(line string) map[string]any {
 		return nil
 	}
 	return m
+}
+
+// logged is the time of the controller's last log line with msg.
+func (c *controller) logged(msg string) time.Time {
+	c.t.Helper()
+	var at time.Time
+	for _, l := range c.lines() {
+		if l.Msg == msg {
+			at = l.Time
+		}
+	}
+	if at.IsZero() {
+		c.t.Fatalf("%s never logged %q", c.name, msg)
+	}
+	return at
 }

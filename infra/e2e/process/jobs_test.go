@@ -53,9 +53,9 @@ func TestJobs(t *testing.T) {
 		t.Parallel()
 		s := s.on(t)
 		const id = "task-failure"
-		s.createJob(id, jobOptions{runFlags: map[int64]string{1: "-fail-at 4s -fail-retry backoff"}})
-		s.waitState(id, job.Running, 30*time.Second)
-		s.waitReadyEpochs(id, 1, 0, 1, 30*time.Second)
+		// Late enough for run 1 to have a ready checkpoint on a loaded
+		// machine.
+		s.createJob(id, jobOptions{runFlags: map[int64]string{1: "-fail-at 8s -fail-retry backoff"}})
 		var st job.Status
 		waitFor(t, 30*time.Second, "run 2 running", func() (bool, string) {
 			st = s.status(id)
@@ -66,7 +66,7 @@ func TestJobs(t *testing.T) {
 		}
 		ready := s.readyEpochs(id, 1)
 		if len(ready) == 0 {
-			t.Fatal("run 1 left no ready checkpoint")
+			t.Fatal("run 1 failed before its first checkpoint was ready: raise its -fail-at")
 		}
 		last := ready[len(ready)-1]
 		cmd := s.commands(id)
