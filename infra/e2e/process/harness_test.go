@@ -357,6 +357,7 @@ type logLine struct {
 	To         string    `json:"to"`
 	HealthAddr string    `json:"health_addr"`
 	Err        string    `json:"err"`
+	Slots      int       `json:"slots"`
 }
 
 func (c *controller) lines() []logLine {

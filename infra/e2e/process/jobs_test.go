@@ -47,6 +47,16 @@ func TestJobs(t *testing.T) {
 				t.Errorf("worker %s (pid %d) is not running", w, pid)
 			}
 		}
+		// The worker offers the slots the launcher gave it.
+		var slots []int
+		for _, l := range a.lines() {
+			if l.Msg == "worker registered" && l.Job == id {
+				slots = append(slots, l.Slots)
+			}
+		}
+		if len(slots) == 0 || slots[0] != 2 {
+			t.Errorf("the leader registered the worker with slots %v, want 2 (the job's slots per worker)", slots)
+		}
 	})
 
 	t.Run("a task failure recovers from the last ready epoch", func(t *testing.T) {
