@@ -112,8 +112,9 @@ var buildOnce = sync.OnceValue(func() error {
 	bins.dir = dir
 	bins.controller = filepath.Join(dir, "weir-controller")
 	bins.simworker = filepath.Join(dir, "simworker")
-	out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
-		"github.com/weirstream/weir/cmd/weir-controller", "github.com/weirstream/weir/cmd/simworker").CombinedOutput()
+	args := append(append([]string{"build"}, buildFlags...), "-o", dir+string(filepath.Separator),
+		"github.com/weirstream/weir/cmd/weir-controller", "github.com/weirstream/weir/cmd/simworker")
+	out, err := exec.Command("go", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("go build: %w\n%s", err, out)
 	}
@@ -170,6 +171,9 @@ func (s *stack) cleanup() {
 	defer func() { t.Logf("processes of the stack ended in %s", time.Since(began).Round(time.Millisecond)) }()
 	for _, c := range s.ctls {
 		c.kill()
+		if strings.Contains(c.out.String(), "WARNING: DATA RACE") {
+			t.Errorf("%s reported a data race", c.name)
+		}
 		if t.Failed() {
 			t.Logf("log of %s:\n%s", c.name, c.out.String())
 		}
@@ -182,6 +186,9 @@ func (s *stack) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	for _, id := range s.jobDirs() {
+		if s.workersRaced(id) {
+			t.Errorf("a worker of job %s reported a data race", id)
+		}
 		if t.Failed() {
 			s.logWorkers(id)
 		}
@@ -215,6 +222,16 @@ func (s *stack) jobDirs() []job.ID {
 		}
 	}
 	return ids
+}
+
+func (s *stack) workersRaced(id job.ID) bool {
+	paths, _ := filepath.Glob(filepath.Join(s.stateDir, string(id), "*.log"))
+	for _, p := range paths {
+		if b, _ := os.ReadFile(p); bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *stack) logWorkers(id job.ID) {
