@@ -207,6 +207,11 @@ func TestJobs(t *testing.T) {
 				if final <= readyBefore || cmd.Start.RestoreEpoch != final {
 					t.Errorf("run 2 restores epoch %d; want the final checkpoint of run 1, above %d (ready epochs of run 1: %v)", cmd.Start.RestoreEpoch, readyBefore, ready)
 				}
+				for _, cp := range s.checkpoints(id) {
+					if cp.Epoch == final && !cp.ThenStop {
+						t.Errorf("run 1's last checkpoint %+v is not a then-stop checkpoint", cp)
+					}
+				}
 			} else if !slices.Contains(ready, cmd.Start.RestoreEpoch) {
 				t.Errorf("run 2 restores epoch %d, not a ready epoch of run 1 %v", cmd.Start.RestoreEpoch, ready)
 			}
