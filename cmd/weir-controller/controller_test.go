@@ -343,7 +343,7 @@ func TestTheLeaderStartsWorkersThroughTheProcessLauncher(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, want := range []string{
-			"WEIR_JOB_ID=clicks", "WEIR_RUN_ID=1", "WEIR_WORKER_ID=" + w, "WEIR_SLOTS=1", "WEIR_PROGRAM=demo",
+			"WEIR_JOB_ID=clicks", "WEIR_RUN_ID=1", "WEIR_WORKER_ID=" + w, "WEIR_WORKER_SLOTS=1", "WEIR_PROGRAM=demo",
 			resources.EnvWorkerQueueURL + "=" + env[resources.EnvWorkerQueueURL], resources.EnvJobsTable + "=" + env[resources.EnvJobsTable],
 			"AWS_ENDPOINT_URL=" + os.Getenv("AWS_ENDPOINT_URL"),
 		} {

@@ -162,6 +162,7 @@ func serve(ctx context.Context, s settings) error {
 	}
 	mgr, err := manager.New(manager.Deps{
 		Store: st, Inbox: in, Fleet: fl, Telemetry: recorder, Log: log, PollInterval: s.PollInterval,
+		Settings: s.Controller,
 	})
 	if err != nil {
 		return err

@@ -14,7 +14,9 @@ import (
 
 	"github.com/spf13/pflag"
 
+	jobcontroller "github.com/weirstream/weir/core/controller"
 	"github.com/weirstream/weir/core/manager"
+	"github.com/weirstream/weir/core/protocol"
 	"github.com/weirstream/weir/infra/dynamo"
 	"github.com/weirstream/weir/infra/launcher/ecs"
 	"github.com/weirstream/weir/infra/launcher/process"
@@ -43,10 +45,13 @@ type settings struct {
 	ECS      ecs.Options
 
 	PollInterval time.Duration
-	Lease        dynamo.LeaseConfig
-	HealthAddr   string
-	LogLevel     string
-	LogFormat    string
+	// Controller holds the job loops' tunables; only the heartbeat
+	// time-out is a flag, the rest keep their defaults.
+	Controller jobcontroller.Settings
+	Lease      dynamo.LeaseConfig
+	HealthAddr string
+	LogLevel   string
+	LogFormat  string
 }
 
 type processSettings struct {
@@ -71,6 +76,7 @@ type flags struct {
 	ecsPublicIP       bool
 
 	pollInterval       durationFlag
+	heartbeatTimeout   durationFlag
 	leaseName          string
 	leaseOwner         string
 	leaseDuration      durationFlag
@@ -107,6 +113,8 @@ func (f *flags) register(fs *pflag.FlagSet) {
 
 	f.pollInterval = durationFlag{d: manager.DefaultPollInterval}
 	fs.Var(&f.pollInterval, "poll-interval", "how often the active jobs are read")
+	f.heartbeatTimeout = durationFlag{d: protocol.DefaultHeartbeatTimeout}
+	fs.Var(&f.heartbeatTimeout, "heartbeat-timeout", "a worker silent for this long is taken as dead; keep it several of the workers' heartbeat intervals (WEIR_HEARTBEAT_INTERVAL)")
 	fs.StringVar(&f.leaseName, "lease-name", "controller", "name of the lease the controllers of one deployment contend for")
 	fs.StringVar(&f.leaseOwner, "lease-owner", "", "this controller's name in the lease record (default: host name and a random suffix)")
 	f.leaseDuration = durationFlag{d: dynamo.DefaultLeaseDuration}
@@ -158,7 +166,7 @@ func (f *flags) settings(getenv func(string) string) (settings, error) {
 		name string
 		flag *durationFlag
 	}{
-		{"poll-interval", &f.pollInterval}, {"process-grace", &f.processGrace},
+		{"poll-interval", &f.pollInterval}, {"heartbeat-timeout", &f.heartbeatTimeout}, {"process-grace", &f.processGrace},
 		{"lease-duration", &f.leaseDuration}, {"lease-renew-interval", &f.leaseRenewInterval}, {"lease-renew-deadline", &f.leaseRenewDeadline},
 	} {
 		if d.flag.err != nil {
@@ -168,6 +176,14 @@ func (f *flags) settings(getenv func(string) string) (settings, error) {
 	s.PollInterval = f.pollInterval.d
 	if f.pollInterval.err == nil && s.PollInterval <= 0 {
 		p.addf("--poll-interval %s must be positive", s.PollInterval)
+	}
+
+	s.Controller = jobcontroller.DefaultSettings()
+	s.Controller.HeartbeatTimeout = f.heartbeatTimeout.d
+	if f.heartbeatTimeout.err == nil {
+		if err := s.Controller.Validate(); err != nil {
+			p.addf("--heartbeat-timeout %s: %v", s.Controller.HeartbeatTimeout, err)
+		}
 	}
 
 	s.Lease = dynamo.LeaseConfig{

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	jobcontroller "github.com/weirstream/weir/core/controller"
 	"github.com/weirstream/weir/infra/resources"
 )
 
@@ -34,7 +35,7 @@ func parse(t *testing.T, env map[string]string, args ...string) (settings, error
 func TestSettingsGood(t *testing.T) {
 	s, err := parse(t, stackEnv, "--launcher", "process", "--process-command", "simworker --fail-at {{.WorkerID}}",
 		"--poll-interval", "250ms", "--lease-duration", "3s", "--lease-renew-interval", "500ms", "--lease-renew-deadline", "2s",
-		"--health-addr", ":0", "--log-level", "debug", "--log-format", "text", "--lease-owner", "ctl-a")
+		"--heartbeat-timeout", "3s", "--health-addr", ":0", "--log-level", "debug", "--log-format", "text", "--lease-owner", "ctl-a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,6 +48,9 @@ func TestSettingsGood(t *testing.T) {
 	if s.PollInterval != 250*time.Millisecond || s.Lease.Duration != 3*time.Second || s.Lease.RenewInterval != 500*time.Millisecond ||
 		s.Lease.RenewDeadline != 2*time.Second || s.Lease.Owner != "ctl-a" || s.Lease.Name != "controller" {
 		t.Errorf("timings and lease: %+v, poll %s", s.Lease, s.PollInterval)
+	}
+	if want := jobcontroller.DefaultSettings(); s.Controller.HeartbeatTimeout != 3*time.Second || s.Controller.StopWait != want.StopWait {
+		t.Errorf("controller settings %+v, want the defaults with a 3s heartbeat time-out", s.Controller)
 	}
 
 	s, err = parse(t, stackEnv, "--launcher", "ecs", "--ecs-cluster", "weir", "--ecs-task-definition", "worker:3",
@@ -130,14 +134,14 @@ func TestSettingsNameEveryProblem(t *testing.T) {
 		{
 			name: "durations that do not parse",
 			env:  stackEnv,
-			args: []string{"--launcher", "external", "--poll-interval", "fast", "--lease-duration", "10", "--process-grace", "soon"},
-			want: []string{`--poll-interval "fast" is not a duration`, `--lease-duration "10" is not a duration`, `--process-grace "soon" is not a duration`, `--process-grace is set but --launcher is "external"`},
+			args: []string{"--launcher", "external", "--poll-interval", "fast", "--lease-duration", "10", "--process-grace", "soon", "--heartbeat-timeout", "long"},
+			want: []string{`--heartbeat-timeout "long" is not a duration`, `--poll-interval "fast" is not a duration`, `--lease-duration "10" is not a duration`, `--process-grace "soon" is not a duration`, `--process-grace is set but --launcher is "external"`},
 		},
 		{
 			name: "durations out of range",
 			env:  stackEnv,
-			args: []string{"--launcher", "external", "--poll-interval", "0s", "--lease-duration", "5s", "--lease-renew-deadline", "6s"},
-			want: []string{"--poll-interval 0s must be positive", "lease timings (--lease-duration 5s, --lease-renew-interval 2s, --lease-renew-deadline 6s)", "must be longer than the renew deadline"},
+			args: []string{"--launcher", "external", "--poll-interval", "0s", "--lease-duration", "5s", "--lease-renew-deadline", "6s", "--heartbeat-timeout", "100ms"},
+			want: []string{"--heartbeat-timeout 100ms: heartbeat timeout 100ms must exceed the progress interval 200ms", "--poll-interval 0s must be positive", "lease timings (--lease-duration 5s, --lease-renew-interval 2s, --lease-renew-deadline 6s)", "must be longer than the renew deadline"},
 		},
 		{
 			name: "lease name",

@@ -92,6 +92,9 @@ func (f *finalCheckpoint) step(ctx context.Context, c *Context) (done bool, err 
 			f.epoch = out.Epoch
 			f.phase = awaitTasks
 			f.tasksBy = now.Add(c.Settings.StopWait)
+			// The transition that follows persists the status: a
+			// stopped job's status then names the checkpoint it restores.
+			syncEpochs(c)
 			c.Logger().Info("final checkpoint ready", "epoch", out.Epoch)
 		case controller.Failed:
 			return false, fmt.Errorf("%w: epoch %d failed: %s", errFinalCheckpoint, out.Epoch, out.Reason)

@@ -150,8 +150,18 @@ func TestStopModesLeadToTheirPaths(t *testing.T) {
 				t.Fatal("workers of run 1 were not torn down")
 			}
 			if tc.mode == job.StopCheckpoint {
-				if got := h.readyEpochs(); len(got) != 1 {
+				got := h.readyEpochs()
+				if len(got) != 1 {
 					t.Fatalf("ready epochs = %v, want the final checkpoint", got)
+				}
+				// The stopped job's status names the checkpoint it would
+				// restore from.
+				stored, err := h.store.GetStatus(h.ctx, "orders")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if stored.LastReadyEpoch != got[0] {
+					t.Errorf("stored status of the stopped job: last ready epoch %d, want the final checkpoint %d", stored.LastReadyEpoch, got[0])
 				}
 			}
 		})

@@ -22,7 +22,7 @@ const (
 	EnvJobID    = "WEIR_JOB_ID"
 	EnvRunID    = "WEIR_RUN_ID"
 	EnvWorkerID = "WEIR_WORKER_ID"
-	EnvSlots    = "WEIR_SLOTS"
+	EnvSlots    = "WEIR_WORKER_SLOTS"
 	EnvProgram  = "WEIR_PROGRAM"
 )
 

@@ -11,7 +11,7 @@ import (
 
 func TestWorkerEnvAndPassThrough(t *testing.T) {
 	req := fleet.Request{JobID: "clicks", RunID: 7, Workers: []string{"w-0"}, SlotsPerWorker: 2, Program: "p q"}
-	want := []string{"WEIR_JOB_ID=clicks", "WEIR_RUN_ID=7", "WEIR_WORKER_ID=w-0", "WEIR_SLOTS=2", "WEIR_PROGRAM=p q"}
+	want := []string{"WEIR_JOB_ID=clicks", "WEIR_RUN_ID=7", "WEIR_WORKER_ID=w-0", "WEIR_WORKER_SLOTS=2", "WEIR_PROGRAM=p q"}
 	if got := launcher.WorkerEnv(req, "w-0"); !slices.Equal(got, want) {
 		t.Errorf("WorkerEnv = %q, want %q", got, want)
 	}
