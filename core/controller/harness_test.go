@@ -64,6 +64,7 @@ type finished struct {
 func (r *recorder) Transition(job.ID, job.State, job.State, time.Duration) {}
 func (r *recorder) Restarted(job.ID, int)                                  {}
 func (r *recorder) Forget(job.ID)                                          {}
+func (r *recorder) WorkerMessages(telemetry.MessageOutcome, int)           {}
 func (r *recorder) CheckpointFinished(_ job.ID, epoch int64, _ time.Duration, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -81,6 +81,11 @@ func (c *JobController) aggregate(now time.Duration) telemetry.JobMetrics {
 		}
 	}
 	m.Backpressure = min(max(m.Backpressure, 0), 1)
+	for i := range c.workers {
+		if w := &c.workers[i]; w.heard {
+			m.HeartbeatAge = max(m.HeartbeatAge, now-w.lastSeen)
+		}
+	}
 	if lowWM > 0 {
 		m.WatermarkLag = max(c.clock.Now().Sub(time.UnixMilli(lowWM)), 0)
 	}

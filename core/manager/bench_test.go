@@ -14,6 +14,7 @@ import (
 	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/protocol"
 	"github.com/weirstream/weir/core/state"
+	"github.com/weirstream/weir/core/telemetry"
 )
 
 // discardInbox settles nothing: the benchmark drives dispatch directly.
@@ -44,7 +45,7 @@ func benchDispatch(b *testing.B, jobs int, blocked bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	t := &tenure{
-		d:    Deps{Inbox: discardInbox{}, Log: slog.New(slog.DiscardHandler)},
+		d:    Deps{Inbox: discardInbox{}, Log: slog.New(slog.DiscardHandler), Telemetry: telemetry.Nop{}},
 		log:  slog.New(slog.DiscardHandler),
 		jobs: map[job.ID]*jobSlot{},
 		acks: newAckQueue(),

@@ -12,6 +12,7 @@ import (
 	"github.com/weirstream/weir/core/inbox"
 	"github.com/weirstream/weir/core/protocol"
 	"github.com/weirstream/weir/core/state"
+	"github.com/weirstream/weir/core/telemetry"
 )
 
 // receiveLoop takes worker messages from the inbox and puts each in its
@@ -50,6 +51,14 @@ func (t *tenure) receiveLoop(ctx context.Context) error {
 // dispatch decodes a batch and hands each envelope to its job.
 func (t *tenure) dispatch(ctx context.Context, ds []inbox.Delivery) {
 	var rejects, releases []inbox.Delivery
+	dropped := 0
+	defer func() {
+		tel := t.d.Telemetry
+		tel.WorkerMessages(telemetry.MessageRejected, len(rejects))
+		tel.WorkerMessages(telemetry.MessageReleased, len(releases))
+		tel.WorkerMessages(telemetry.MessageDropped, dropped)
+		tel.WorkerMessages(telemetry.MessageDispatched, len(ds)-len(rejects)-len(releases)-dropped)
+	}()
 	for _, d := range ds {
 		env, err := protocol.Decode(d.Body)
 		if err != nil {
@@ -63,6 +72,7 @@ func (t *tenure) dispatch(ctx context.Context, ds []inbox.Delivery) {
 			t.log.Info("worker message of a job not running here dropped", "job", string(env.JobID),
 				"run_id", env.RunID, "worker", env.WorkerID)
 			t.acks.add(d)
+			dropped++
 			continue
 		}
 		err = s.mb.Put(state.Inbound{Env: env, Done: func() { t.acks.add(d) }})
@@ -71,6 +81,7 @@ func (t *tenure) dispatch(ctx context.Context, ds []inbox.Delivery) {
 			t.log.Info("worker message of a job at rest dropped", "job", string(env.JobID),
 				"run_id", env.RunID, "worker", env.WorkerID)
 			t.acks.add(d)
+			dropped++
 		case errors.Is(err, state.ErrMailboxFull):
 			releases = append(releases, d)
 		}

@@ -25,6 +25,7 @@ const (
 	AttrCheckpointOutcome = attribute.Key("weir.checkpoint.outcome")
 	AttrDirection         = attribute.Key("weir.io.direction")
 	AttrEpoch             = attribute.Key("weir.checkpoint.epoch")
+	AttrMessageOutcome    = attribute.Key("weir.message.outcome")
 )
 
 // Span names the Recorder exports: one span per stay in a state, ended
@@ -43,6 +44,9 @@ const (
 	MetricCheckpointDuration = "weir.job.checkpoint.duration"
 	MetricCheckpointEpoch    = "weir.job.checkpoint.epoch"
 	MetricRecoveries         = "weir.job.recoveries"
+	MetricJobState           = "weir.job.state"
+	MetricHeartbeatAge       = "weir.job.heartbeat.age"
+	MetricWorkerMessages     = "weir.worker.messages"
 	MetricRestarts           = "weir.job.restarts"
 	MetricRecordsRate        = "weir.job.records.rate"
 	MetricBytesRate          = "weir.job.bytes.rate"
@@ -67,6 +71,7 @@ type Recorder struct {
 	checkpoints        metric.Int64Counter
 	checkpointDuration metric.Float64Histogram
 	recoveries         metric.Int64Counter
+	messages           metric.Int64Counter
 
 	registration metric.Registration
 
@@ -79,6 +84,7 @@ var _ coretelemetry.Recorder = (*Recorder)(nil)
 // liveJob is what the gauges of one job report.
 type liveJob struct {
 	attrs    attribute.Set
+	state    job.State // "" until a transition was seen
 	restarts int
 
 	epoch    int64 // last completed checkpoint, 0 if none
@@ -119,6 +125,15 @@ func NewRecorder(mp metric.MeterProvider, tp trace.TracerProvider, clk clock.Clo
 	r.recoveries, err = m.Int64Counter(MetricRecoveries, metric.WithUnit("{restart}"),
 		metric.WithDescription("Entries into Recovering: each counts as a restart of the job"))
 	add(err)
+	r.messages, err = m.Int64Counter(MetricWorkerMessages, metric.WithUnit("{message}"),
+		metric.WithDescription("Worker messages received, by outcome (dispatched, rejected, dropped, released)"))
+	add(err)
+	state, err := m.Int64ObservableGauge(MetricJobState, metric.WithUnit("1"),
+		metric.WithDescription("1 for the state each job this controller runs is in"))
+	add(err)
+	heartbeatAge, err := m.Float64ObservableGauge(MetricHeartbeatAge, metric.WithUnit("s"),
+		metric.WithDescription("How long ago the job's most silent worker was last heard from"))
+	add(err)
 
 	restarts, err := m.Int64ObservableGauge(MetricRestarts, metric.WithUnit("{restart}"),
 		metric.WithDescription("Restarts counted against the job's allowance (reset after a healthy period)"))
@@ -152,6 +167,9 @@ func NewRecorder(mp metric.MeterProvider, tp trace.TracerProvider, clk clock.Clo
 		for _, j := range r.jobs {
 			attrs := metric.WithAttributeSet(j.attrs)
 			o.ObserveInt64(restarts, int64(j.restarts), attrs)
+			if j.state != "" {
+				o.ObserveInt64(state, 1, withDirection(j.attrs, attribute.NewSet(AttrState.String(string(j.state)))))
+			}
 			if j.epoch > 0 {
 				o.ObserveInt64(epoch, j.epoch, attrs)
 			}
@@ -164,9 +182,10 @@ func NewRecorder(mp metric.MeterProvider, tp trace.TracerProvider, clk clock.Clo
 			o.ObserveFloat64(bytes, j.metrics.BytesOutRate, withDirection(j.attrs, out))
 			o.ObserveFloat64(backpressure, j.metrics.Backpressure, attrs)
 			o.ObserveFloat64(lag, j.metrics.WatermarkLag.Seconds(), attrs)
+			o.ObserveFloat64(heartbeatAge, j.metrics.HeartbeatAge.Seconds(), attrs)
 		}
 		return nil
-	}, restarts, epoch, records, bytes, backpressure, lag)
+	}, restarts, epoch, records, bytes, backpressure, lag, state, heartbeatAge)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: register the job gauges: %w", err)
 	}
@@ -203,7 +222,7 @@ func (r *Recorder) Transition(id job.ID, from, to job.State, in time.Duration) {
 		delete(r.jobs, id)
 		return
 	}
-	r.live(id)
+	r.live(id).state = to
 }
 
 // CheckpointFinished counts a checkpoint's outcome and records its
@@ -279,4 +298,12 @@ func failedIf(failed bool) spanStatus {
 		return spanStatus{failed: true, reason: "checkpoint failed"}
 	}
 	return spanStatus{}
+}
+
+// WorkerMessages counts worker messages received, by outcome.
+func (r *Recorder) WorkerMessages(outcome coretelemetry.MessageOutcome, n int) {
+	if n <= 0 {
+		return
+	}
+	r.messages.Add(context.Background(), int64(n), metric.WithAttributes(AttrMessageOutcome.String(string(outcome))))
 }

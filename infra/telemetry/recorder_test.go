@@ -209,3 +209,32 @@ func TestRecorderExportsSpans(t *testing.T) {
 		t.Fatalf("checkpoint span attributes %v lack the epoch", cp.Attributes())
 	}
 }
+
+// Each job's current state, its heartbeat age and the worker messages by
+// outcome are exported.
+func TestRecorderExportsStateHeartbeatAgeAndMessages(t *testing.T) {
+	r, reader, _ := newRecorder(t)
+	r.Transition("orders", job.Scheduling, job.Running, time.Second)
+	r.Metrics("orders", coretelemetry.JobMetrics{HeartbeatAge: 3 * time.Second})
+	r.WorkerMessages(coretelemetry.MessageRejected, 2)
+	r.WorkerMessages(coretelemetry.MessageDispatched, 5)
+	got := collect(t, reader)
+	state := got[telemetry.MetricJobState]
+	if len(state) != 1 || state[0].value != 1 {
+		t.Fatalf("state gauge = %+v, want one point of 1", state)
+	}
+	if v, ok := state[0].attrs.Value(telemetry.AttrState); !ok || v.AsString() != "Running" {
+		t.Fatalf("state gauge attributes %v, want state Running", state[0].attrs)
+	}
+	if age := got[telemetry.MetricHeartbeatAge]; len(age) != 1 || age[0].value != 3 {
+		t.Fatalf("heartbeat age = %+v, want 3 s", age)
+	}
+	msgs := map[string]float64{}
+	for _, p := range got[telemetry.MetricWorkerMessages] {
+		v, _ := p.attrs.Value(telemetry.AttrMessageOutcome)
+		msgs[v.AsString()] = p.value
+	}
+	if msgs["rejected"] != 2 || msgs["dispatched"] != 5 {
+		t.Fatalf("worker messages by outcome = %v, want rejected 2 and dispatched 5", msgs)
+	}
+}

@@ -48,6 +48,7 @@ type Recorder struct {
 	restarts    []Restart
 	metrics     []Metrics
 	forgotten   []job.ID
+	messages    map[telemetry.MessageOutcome]int
 	changed     chan struct{} // closed (and replaced) on every call
 }
 
@@ -78,6 +79,26 @@ func (r *Recorder) Restarted(id job.ID, restarts int) {
 
 func (r *Recorder) Metrics(id job.ID, m telemetry.JobMetrics) {
 	r.record(func() { r.metrics = append(r.metrics, Metrics{id, m}) })
+}
+
+// WorkerMessages counts received worker messages by outcome.
+func (r *Recorder) WorkerMessages(outcome telemetry.MessageOutcome, n int) {
+	if n == 0 {
+		return
+	}
+	r.record(func() {
+		if r.messages == nil {
+			r.messages = map[telemetry.MessageOutcome]int{}
+		}
+		r.messages[outcome] += n
+	})
+}
+
+// Messages returns how many worker messages had the outcome.
+func (r *Recorder) Messages(outcome telemetry.MessageOutcome) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.messages[outcome]
 }
 
 // Forget records that the job's gauges were dropped.
