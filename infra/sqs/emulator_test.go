@@ -574,6 +574,40 @@ func TestStoppingGivesBackMessagesNotYetHandedOut(t *testing.T) {
 	}
 }
 
+// A message handed out but never settled when Run ends (its tenure ended
+// before the job acknowledged it) is visible again at once, and a second
+// Run of the same inbox does not keep it hidden.
+func TestStoppingGivesBackMessagesHandedOutButNotSettled(t *testing.T) {
+	q := newQueues(t, nil)
+	ctx := context.Background()
+	if err := q.publisher(t).Publish(ctx, envelope(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	in, err := sqs.NewInbox(q.client, q.url, sqs.InboxOptions{Receivers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- in.Run(runCtx) }()
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	ds, err := in.Receive(rctx)
+	cancel()
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Receive = %d messages, %v; want the one sent", len(ds), err)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if in.Held() != 0 {
+		t.Fatalf("%d messages still held after Run ended", in.Held())
+	}
+	if visible, inFlight := q.counts(t, q.url); visible != 1 || inFlight != 0 {
+		t.Fatalf("after stopping, %d visible and %d in-flight messages; want the unsettled message visible again at once", visible, inFlight)
+	}
+}
+
 func TestReceiveBacksOffOnErrorsAndRecovers(t *testing.T) {
 	cfg := awstest.Config(t)
 	path, err := resourcestest.TemplatePath()

@@ -194,7 +194,26 @@ func (in *Inbox) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { in.extendLoop(ctx) })
 	wg.Wait()
+	// Messages handed out and never settled belonged to the work that
+	// ended with Run (a tenure as leader): give them back, so the next
+	// consumer, in this process or another, gets them at once, and a Run
+	// that follows does not keep them invisible for the rest of MaxHold.
+	if ds := in.unsettled(); len(ds) > 0 {
+		in.giveBack(ctx, ds)
+	}
 	return nil
+}
+
+// unsettled lists the messages held: handed out (or about to be) and
+// neither acked nor rejected.
+func (in *Inbox) unsettled() []inbox.Delivery {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	ds := make([]inbox.Delivery, 0, len(in.held))
+	for handle, h := range in.held {
+		ds = append(ds, inbox.Delivery{ID: h.id, Handle: handle, Receives: h.receives})
+	}
+	return ds
 }
 
 // Receive returns the next batch of at most inbox.MaxBatch messages,
@@ -384,9 +403,8 @@ func (in *Inbox) hold(ms []types.Message) []inbox.Delivery {
 	return ds
 }
 
-// giveBack makes messages that were received but never handed out
-// visible again, so another consumer need not wait out the visibility
-// timeout. It runs while shutting down, so it gets a short context of its
+// giveBack makes messages that were received but never settled visible
+// again, so another consumer need not wait out the visibility timeout. It runs while shutting down, so it gets a short context of its
 // own.
 func (in *Inbox) giveBack(ctx context.Context, ds []inbox.Delivery) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
