@@ -5,6 +5,7 @@
 #   make emulator-up   start the local AWS emulator (moto) on 127.0.0.1:4566
 #   make emulator-down stop it
 #   make lint          gofmt, vet, staticcheck and cfn-lint of template.yaml
+#   make fuzz          every fuzz target for FUZZTIME each (default 30s)
 
 SHELL := /bin/bash
 GO ?= go
@@ -18,7 +19,7 @@ export AWS_REGION ?= us-east-1
 export AWS_ACCESS_KEY_ID ?= test
 export AWS_SECRET_ACCESS_KEY ?= test
 
-.PHONY: test lint fmt-check vet staticcheck template-lint unit emulator-up emulator-down bench
+.PHONY: test lint fmt-check vet staticcheck template-lint unit emulator-up emulator-down bench fuzz
 
 test: lint
 	@$(EMULATOR) up
@@ -56,3 +57,18 @@ emulator-up:
 
 emulator-down:
 	@$(EMULATOR) down
+
+# FUZZ_TARGETS are package:FuzzFunc pairs. `go test` runs their committed
+# seed corpora (testdata/fuzz) every time; `make fuzz` explores beyond them.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./core/protocol:FuzzDecode ./infra/dynamo:FuzzDecodeItem
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; out=$$(mktemp); \
+		if ! $(GO) test "$$pkg" -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) >"$$out" 2>&1; then \
+			cat "$$out"; rm -f "$$out"; echo "fuzz: $$fn in $$pkg failed; the failing input is under $$pkg/testdata/fuzz/$$fn"; exit 1; \
+		fi; \
+		echo "fuzz: $$fn ($$pkg, $(FUZZTIME)): $$(grep -o 'execs: [0-9]*' "$$out" | tail -1 | cut -d' ' -f2) inputs run, none failed or hung"; \
+		rm -f "$$out"; \
+	done
