@@ -6,6 +6,8 @@
 #   make emulator-down stop it
 #   make lint          gofmt, vet, staticcheck and cfn-lint of template.yaml
 #   make fuzz          every fuzz target for FUZZTIME each (default 30s)
+#   make chaos         a long fault campaign on the emulator (CHAOS_SEEDS,
+#                      CHAOS_DURATION, CHAOS_JOBS); writes chaos/report.json
 
 SHELL := /bin/bash
 GO ?= go
@@ -19,7 +21,7 @@ export AWS_REGION ?= us-east-1
 export AWS_ACCESS_KEY_ID ?= test
 export AWS_SECRET_ACCESS_KEY ?= test
 
-.PHONY: test lint fmt-check vet staticcheck template-lint unit emulator-up emulator-down bench fuzz
+.PHONY: test lint fmt-check vet staticcheck template-lint unit emulator-up emulator-down bench fuzz chaos
 
 test: lint
 	@$(EMULATOR) up
@@ -72,3 +74,16 @@ fuzz:
 		echo "fuzz: $$fn ($$pkg, $(FUZZTIME)): $$(grep -o 'execs: [0-9]*' "$$out" | tail -1 | cut -d' ' -f2) inputs run, none failed or hung"; \
 		rm -f "$$out"; \
 	done
+
+# A long fault campaign per seed (docs/chaos.md). The defaults inject well
+# over 1,000 faults; the report is chaos/report.json.
+CHAOS_SEEDS ?= 1,2,3
+CHAOS_DURATION ?= 2m
+CHAOS_JOBS ?= 6
+CHAOS_FLAGS ?=
+
+chaos:
+	@$(EMULATOR) up
+	@status=0; \
+	$(GO) run ./cmd/weir-chaos -seeds $(CHAOS_SEEDS) -duration $(CHAOS_DURATION) -jobs $(CHAOS_JOBS) $(CHAOS_FLAGS) || status=$$?; \
+	$(EMULATOR) down; exit $$status
