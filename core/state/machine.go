@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/weirstream/weir/core/controller"
@@ -49,11 +48,7 @@ func NewMachine(d Deps, cfg job.Config, st job.Status) *Machine {
 	if st.State == "" {
 		st.State = job.Created
 	}
-	log := d.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	c := &Context{Deps: d, Config: cfg, Status: st, log: log.With("job", string(cfg.JobID))}
+	c := &Context{Deps: d, Config: cfg, Status: st}
 	return &Machine{c: c}
 }
 
@@ -96,7 +91,7 @@ func (m *Machine) Start(ctx context.Context) error {
 	} else {
 		m.cur = resume(m.c)
 		if m.cur.Name() != stored {
-			m.c.log.Info("resuming job", "stored_state", stored, "state", m.cur.Name())
+			m.c.Logger().Info("resuming job", "stored_state", stored, "state", m.cur.Name())
 			if m.cur.Name() == job.Scheduling {
 				newRun(&m.c.Status, m.c.Now())
 			}
@@ -161,14 +156,14 @@ func (m *Machine) adopt(ctx context.Context) (Adoptable, error) {
 	}
 	ctl, err := controller.Adopt(ctx, m.c.controllerDeps(), m.c.Config, m.c.Status)
 	if errors.Is(err, controller.ErrNotAdoptable) {
-		m.c.log.Warn("run not adopted; a new run starts", "state", m.c.Status.State, "run_id", m.c.Status.RunID, "err", err)
+		m.c.Logger().Warn("run not adopted; a new run starts", "state", m.c.Status.State, "err", err)
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("adopt run %d of job %s: %w", m.c.Status.RunID, m.c.Status.JobID, err)
 	}
 	m.c.Controller = ctl
-	m.c.log.Info("job adopted", "state", s.Name(), "run_id", m.c.Status.RunID)
+	m.c.Logger().Info("job adopted", "state", s.Name())
 	return s, nil
 }
 
@@ -240,7 +235,7 @@ func (m *Machine) Config(ctx context.Context, cfg job.Config) error {
 	}
 	m.c.Status.ConfigVersion = cfg.Version
 	m.c.MarkDirty()
-	m.c.log.Info("config version seen", "version", cfg.Version, "state", m.cur.Name(), "stop", cfg.Stop)
+	m.c.Logger().Info("config version seen", "version", cfg.Version, "state", m.cur.Name(), "stop", cfg.Stop)
 	if m.pending != nil {
 		// A decided move is completed first; the state it leads to is
 		// then given this config (see Tick).
@@ -270,8 +265,8 @@ func (m *Machine) Message(ctx context.Context, env *protocol.Envelope) error {
 		return m.lost
 	}
 	if env.RunID != m.c.Status.RunID {
-		m.c.log.Info("worker message of another run dropped", "worker", env.WorkerID,
-			"message_run_id", env.RunID, "run_id", m.c.Status.RunID, "seq", env.Seq)
+		m.c.Logger().Info("worker message of another run dropped", "worker", env.WorkerID,
+			"message_run_id", env.RunID, "seq", env.Seq)
 		return nil
 	}
 	if !m.Accepting() {
@@ -356,7 +351,7 @@ func (m *Machine) retryPersist(err error) {
 	m.lastErr = err
 	wait := Backoff(m.failures, m.c.Settings.BackoffInitial, m.c.Settings.BackoffMax, m.c.Rand)
 	m.retryAt = m.c.Now().Add(wait)
-	m.c.log.Warn("status write failed; retrying", "state", m.c.Status.State, "attempt", m.failures, "retry_in", wait, "err", err)
+	m.c.Logger().Warn("status write failed; retrying", "state", m.c.Status.State, "attempt", m.failures, "retry_in", wait, "err", err)
 }
 
 // fail classifies a handler's error and retries, escalates or gives up.
@@ -364,7 +359,7 @@ func (m *Machine) fail(ctx context.Context, err error) {
 	switch classify(err) {
 	case classLostOwnership:
 		m.lost = m.lostOr(err)
-		m.c.log.Warn("stopped acting for job: another controller owns it", "err", err)
+		m.c.Logger().Warn("stopped acting for job: another controller owns it", "err", err)
 		m.c.closeController()
 	case classFatal:
 		m.move(ctx, Transition{Next: &Failing{Failure: failureOf(err)}, Reason: err.Error()})
@@ -378,13 +373,13 @@ func (m *Machine) fail(ctx context.Context, err error) {
 			limit = l.retryLimit(m.c.Deps)
 		}
 		if m.failures >= limit {
-			m.c.log.Error("retries exhausted", "state", m.cur.Name(), "attempts", m.failures, "err", err)
+			m.c.Logger().Error("retries exhausted", "state", m.cur.Name(), "attempts", m.failures, "err", err)
 			m.escalate(ctx, fmt.Errorf("%s failed %d times in a row: %w", m.cur.Name(), m.failures, err))
 			return
 		}
 		wait := Backoff(m.failures, m.c.Settings.BackoffInitial, m.c.Settings.BackoffMax, m.c.Rand)
 		m.retryAt = m.c.Now().Add(wait)
-		m.c.log.Warn("step failed; retrying in place", "state", m.cur.Name(), "attempt", m.failures, "retry_in", wait, "err", err)
+		m.c.Logger().Warn("step failed; retrying in place", "state", m.cur.Name(), "attempt", m.failures, "retry_in", wait, "err", err)
 	}
 }
 
@@ -409,7 +404,7 @@ func (m *Machine) recoverFrom(ctx context.Context, err error) {
 func (m *Machine) escalateFatal(ctx context.Context, err error) {
 	f := failureOf(err)
 	if m.cur.Name() == job.Failing {
-		m.c.log.Error("failing job hit an error", "err", err)
+		m.c.Logger().Error("failing job hit an error", "err", err)
 		return
 	}
 	m.move(ctx, Transition{Next: &Failing{Failure: f}, Reason: f.Message})
@@ -423,7 +418,7 @@ func (m *Machine) move(ctx context.Context, tr Transition) {
 		e, err := findEdge(from, next)
 		if err != nil {
 			// A bug in a state: never act on an undeclared edge.
-			m.c.log.Error("illegal transition refused", "from", from, "to", next, "reason", tr.Reason)
+			m.c.Logger().Error("illegal transition refused", "from", from, "to", next, "reason", tr.Reason)
 			if next != job.Failing && from != job.Failing {
 				tr = Transition{Next: &Failing{Failure: job.Failure{Message: "internal error: " + err.Error(), Domain: job.DomainInternal}}, Reason: err.Error()}
 				continue
@@ -448,8 +443,8 @@ func (m *Machine) move(ctx context.Context, tr Transition) {
 			return
 		}
 		in := now.Sub(m.c.EnteredAt)
-		m.c.log.Info("state transition", "from", from, "to", next, "reason", tr.Reason,
-			"in_state", in.String(), "run_id", m.c.Status.RunID, "restarts", m.c.Status.Restarts)
+		m.c.Logger().Info("state transition", "from", from, "to", next, "reason", tr.Reason,
+			"in_state", in.String(), "restarts", m.c.Status.Restarts)
 		m.c.Telemetry.Transition(m.c.Status.JobID, from, next, in)
 		if next == job.Recovering {
 			m.c.Telemetry.Restarted(m.c.Status.JobID, m.c.Status.Restarts)
@@ -480,7 +475,7 @@ func (m *Machine) persist(ctx context.Context) error {
 		if gerr != nil {
 			return fmt.Errorf("persist status of job %s: re-read after an unanswered write: %w", m.c.Status.JobID, gerr)
 		}
-		m.c.log.Info("status write had landed unanswered; writing again on top of it", "version", cur.Version)
+		m.c.Logger().Info("status write had landed unanswered; writing again on top of it", "version", cur.Version)
 		m.c.Status.Version = cur.Version
 		st, err = m.c.Store.PutStatus(ctx, m.c.Fence, m.c.Status)
 	}

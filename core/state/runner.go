@@ -159,7 +159,7 @@ func (r *Runner) refreshConfig(ctx context.Context) error {
 		r.configFailures++
 		wait := Backoff(r.configFailures, c.Settings.BackoffInitial, c.Settings.BackoffMax, c.Rand)
 		r.configRetryAt = c.Now().Add(wait)
-		c.log.Warn("reading a new config version failed; will retry", "announced", r.mb.Announced(),
+		c.Logger().Warn("reading a new config version failed; will retry", "announced", r.mb.Announced(),
 			"retry_in", wait.String(), "err", err)
 		return nil
 	}
@@ -167,7 +167,7 @@ func (r *Runner) refreshConfig(ctx context.Context) error {
 	if err := cfg.Validate(); err != nil {
 		// The config API validates; a stored config that does not is left
 		// alone rather than acted on.
-		c.log.Error("stored config is invalid; version ignored", "version", cfg.Version, "err", err)
+		c.Logger().Error("stored config is invalid; version ignored", "version", cfg.Version, "err", err)
 		c.Config.Version = max(c.Config.Version, cfg.Version)
 		return nil
 	}
@@ -195,7 +195,7 @@ func (r *Runner) tryPark(ctx context.Context) (bool, error) {
 	err := r.park(ctx, st.JobID, c.Config.Version)
 	switch {
 	case err == nil:
-		c.log.Info("job at rest; parked", "state", st.State)
+		c.Logger().Info("job at rest; parked", "state", st.State)
 		return true, ErrParked
 	case errors.Is(err, store.ErrConflict):
 		// A newer config version is stored: read it now rather than wait
@@ -210,7 +210,7 @@ func (r *Runner) tryPark(ctx context.Context) (bool, error) {
 		r.parkFails++
 		wait := Backoff(r.parkFails, c.Settings.BackoffInitial, c.Settings.BackoffMax, c.Rand)
 		r.parkRetryAt = c.Now().Add(wait)
-		c.log.Warn("could not park job at rest; will retry", "retry_in", wait.String(), "err", err)
+		c.Logger().Warn("could not park job at rest; will retry", "retry_in", wait.String(), "err", err)
 		return false, nil
 	}
 }

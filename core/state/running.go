@@ -83,7 +83,7 @@ func (r *Running) Tick(ctx context.Context, c *Context) (Transition, error) {
 			r.loggedEpoch = c.Status.LastReadyEpoch
 			c.MarkDirty()
 		}
-		c.Logger().Info("job_running", "run_id", c.Status.RunID,
+		c.Logger().Info("job_running",
 			"since_transition", now.Sub(c.Status.TransitionedAt).String(),
 			"last_ready_epoch", c.Controller.LastReadyEpoch())
 	}

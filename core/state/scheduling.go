@@ -64,7 +64,7 @@ func (s *Scheduling) Enter(ctx context.Context, c *Context) (Transition, error) 
 	c.MarkDirty()
 	s.waitingForTasks = false
 	s.deadline = c.Now().Add(c.Settings.WorkerStartupTimeout)
-	c.Logger().Info("run scheduled", "run_id", run, "workers", len(layout.Workers),
+	c.Logger().Info("run scheduled", "workers", len(layout.Workers),
 		"subtasks", layout.Subtasks(), "restore_epoch", restore.Epoch)
 	return stay()
 }

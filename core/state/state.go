@@ -92,7 +92,10 @@ type Context struct {
 	EnteredAt time.Time
 
 	dirty bool
-	log   *slog.Logger
+	// log is the job's logger for run logRun: every line names the job,
+	// the run and (through Deps.Log) the controller's fence.
+	log    *slog.Logger
+	logRun int64
 }
 
 // Now is the clock's time.
@@ -101,8 +104,17 @@ func (c *Context) Now() time.Time { return c.Clock.Now() }
 // MarkDirty asks the Machine to persist the status after this handler.
 func (c *Context) MarkDirty() { c.dirty = true }
 
-// Log is the job's logger.
-func (c *Context) Logger() *slog.Logger { return c.log }
+// Logger is the job's logger: Deps.Log with the job and its current run.
+func (c *Context) Logger() *slog.Logger {
+	if c.log == nil || c.logRun != c.Status.RunID {
+		base := c.Log
+		if base == nil {
+			base = slog.New(slog.DiscardHandler)
+		}
+		c.log, c.logRun = base.With("job", string(c.Config.JobID), "run_id", c.Status.RunID), c.Status.RunID
+	}
+	return c.log
+}
 
 // controllerDeps builds the dependencies of a new JobController.
 func (c *Context) controllerDeps() controller.Deps {
@@ -110,7 +122,7 @@ func (c *Context) controllerDeps() controller.Deps {
 		Store:     c.Store,
 		Clock:     c.Clock,
 		Telemetry: c.Telemetry,
-		Log:       c.log,
+		Log:       c.Log, // the controller names the job and run itself
 		Fence:     c.Fence,
 		Settings:  c.Settings,
 		Rand:      c.Rand,
@@ -142,7 +154,7 @@ func (c *Context) handleMessage(env *protocol.Envelope) {
 		return
 	}
 	if err := c.Controller.HandleMessage(env); err != nil && !errors.Is(err, controller.ErrOtherRun) {
-		c.log.Warn("worker message ignored", "worker", env.WorkerID, "seq", env.Seq, "err", err)
+		c.Logger().Warn("worker message ignored", "worker", env.WorkerID, "seq", env.Seq, "err", err)
 	}
 }
 

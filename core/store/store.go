@@ -46,10 +46,11 @@ var (
 // ConflictError tells a writer which version it expected and which is stored
 // (-1 when unknown). It matches ErrConflict with errors.Is.
 //
-// CurrentFence is the fence the stored item was last written under, where
-// the store knows it (status writes), and 0 otherwise. A controller that
-// meets a status conflict at its own fence knows the stored status is its
-// own: an earlier write whose answer was lost and whose retries the
+// CurrentFence is the stored item's fence (the highest it was written or
+// claimed under) where the store knows it (status writes), and 0
+// otherwise. A controller that meets a status conflict at its own fence
+// knows the stored status is its own, since only it writes under that
+// fence: an earlier write whose answer was lost and whose retries the
 // transport gave up on. It can read the status again and carry on, rather
 // than conclude that another controller owns the job.
 type ConflictError struct {

@@ -361,6 +361,7 @@ func attrNames(t reflect.Type) []string {
 	return names
 }
 
+// stringAttr is a string attribute's value, or "" when it is absent.
 func stringAttr(item map[string]types.AttributeValue, name string) string {
 	if v, ok := item[name].(*types.AttributeValueMemberS); ok {
 		return v.Value

@@ -6,10 +6,13 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
@@ -18,6 +21,7 @@ import (
 	"github.com/weirstream/weir/core/store"
 	"github.com/weirstream/weir/core/store/storetest"
 	"github.com/weirstream/weir/infra/dynamo"
+	"github.com/weirstream/weir/infra/faults"
 	"github.com/weirstream/weir/infra/resources"
 )
 
@@ -452,5 +456,96 @@ func TestLeasesWithOtherNamesAreIndependent(t *testing.T) {
 	b := newContender(t, cfg, table, "controller-b")
 	if ga, gb := acquire(t, a), acquire(t, b); ga.Fence() != 1 || gb.Fence() != 1 {
 		t.Fatalf("fences = %d, %d; want 1, 1", ga.Fence(), gb.Fence())
+	}
+}
+
+// newLossyContender is a contender whose every lease write reaches the
+// table and loses its first answer, and whose client retries as the SDK
+// does by default.
+func newLossyContender(t *testing.T, cfg aws.Config, table, name string, optFns ...func(*dynamodb.Options)) (*contender, *faults.Injector) {
+	t.Helper()
+	inj, err := faults.New(faults.Options{Seed: 2, Rules: []faults.Rule{
+		{Kind: faults.LostAnswer, Operations: []string{"UpdateItem"}, Rate: 1, FirstAttemptOnly: true},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := dynamo.NewClient(cfg, append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
+		o.HTTPClient = inj
+		o.Retryer = dynamo.NewRetryer(func(o *retry.StandardOptions) { o.RateLimiter = ratelimit.None })
+	}}, optFns...)...)
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	l, err := dynamo.NewLease(db, dynamo.LeaseConfig{Table: table, Name: name, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &contender{lease: l, clock: clk}, inj
+}
+
+// Acquire, renew and release each lose one answer and are retried by the
+// SDK: the retry meets the holder's own record version and is the write's
+// success. No lease is lost, no fence is spent twice, and the release
+// frees the lease at once.
+func TestLeaseWritesKnowTheirAnswer(t *testing.T) {
+	leaseWritesKnowTheirAnswer(t)
+}
+
+// The same from an endpoint that returns no item with a refusal: the
+// holder reads the record instead.
+func TestLeaseWritesKnowTheirAnswerWithoutTheReturnedItem(t *testing.T) {
+	var dropped atomic.Int64
+	leaseWritesKnowTheirAnswer(t, func(o *dynamodb.Options) {
+		o.APIOptions = append(o.APIOptions, dropReturnedItems(&dropped))
+	})
+	if dropped.Load() == 0 {
+		t.Fatal("no refusal came back with an item to drop")
+	}
+}
+
+func leaseWritesKnowTheirAnswer(t *testing.T, optFns ...func(*dynamodb.Options)) {
+	cfg, table, _ := leaseTable(t)
+	holder, inj := newLossyContender(t, cfg, table, "controller", optFns...)
+
+	g := acquire(t, holder)
+	if inj.Injected(faults.LostAnswer, "UpdateItem") != 1 {
+		t.Fatalf("acquire lost %d answers, want 1", inj.Injected(faults.LostAnswer, "UpdateItem"))
+	}
+	rec, err := holder.lease.Record(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Fence() != 1 || rec.Fence != 1 || rec.Owner != holder.lease.Owner() {
+		t.Fatalf("after an acquire with a lost answer: grant fence %d, record %+v; want fence 1 held by %s", g.Fence(), rec, holder.lease.Owner())
+	}
+
+	for n := int64(1); n <= 3; n++ {
+		renewAt(t, holder, g, n)
+		after, err := holder.lease.Record(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Version == rec.Version || after.Fence != 1 {
+			t.Fatalf("renewal %d: record %+v, want a new version under fence 1", n, after)
+		}
+		rec = after
+	}
+	open(t, g.Lost(), "Lost after renewals that each lost an answer")
+	if got := inj.Injected(faults.LostAnswer, "UpdateItem"); got != 4 {
+		t.Fatalf("%d answers lost, want 4 (acquire and three renewals)", got)
+	}
+
+	if err := g.Release(t.Context()); err != nil {
+		t.Fatalf("Release with a lost answer: %v", err)
+	}
+	rec, err = holder.lease.Record(t.Context())
+	if err != nil || !rec.Released {
+		t.Fatalf("record after Release = %+v, %v; want released", rec, err)
+	}
+	if got := inj.Injected(faults.LostAnswer, "UpdateItem"); got != 5 {
+		t.Fatalf("%d answers lost, want 5", got)
+	}
+	next := newContender(t, cfg, table, "controller")
+	if g2 := acquire(t, next); g2.Fence() != 2 {
+		t.Fatalf("next fence = %d, want 2: a lost answer spent a fence", g2.Fence())
 	}
 }

@@ -313,6 +313,11 @@ func (s *Store) CreateCheckpoint(ctx context.Context, f store.Fence, cp job.Chec
 	if err := s.reserveEpoch(ctx, f, cp.JobID, cp.Epoch, tok); err != nil {
 		return err
 	}
+	return s.putCheckpoint(ctx, f, tok, cp, item)
+}
+
+// putCheckpoint writes the item of an epoch just reserved, if absent.
+func (s *Store) putCheckpoint(ctx context.Context, f store.Fence, tok string, cp job.Checkpoint, item map[string]types.AttributeValue) error {
 	expr, err := expression.NewBuilder().WithCondition(expression.AttributeNotExists(expression.Name(attrPK))).Build()
 	if err != nil {
 		return fmt.Errorf("build checkpoint condition: %w", err)
@@ -759,11 +764,13 @@ func (s *Store) Claim(ctx context.Context, f store.Fence, id job.ID) error {
 	if err := validID(id); err != nil {
 		return err
 	}
-	status, err := s.raiseFence(ctx, f, id, skStatus, fmt.Sprintf("status of job %s", id))
+	// The status item comes back whole: its max_epoch says which epochs
+	// may be reserved without an item yet.
+	status, err := s.raiseFence(ctx, f, id, skStatus, fmt.Sprintf("status of job %s", id), types.ReturnValueAllNew)
 	if err != nil {
 		return err
 	}
-	if _, err := s.raiseFence(ctx, f, id, skCommands, fmt.Sprintf("command record of job %s", id)); err != nil {
+	if _, err := s.raiseFence(ctx, f, id, skCommands, fmt.Sprintf("command record of job %s", id), types.ReturnValueNone); err != nil {
 		return err
 	}
 	var (
@@ -791,7 +798,7 @@ func (s *Store) Claim(ctx context.Context, f store.Fence, id job.ID) error {
 		raise = append(raise, checkpointKey(e))
 	}
 	for _, sk := range raise {
-		if _, err := s.raiseFence(ctx, f, id, sk, fmt.Sprintf("checkpoint item %s of job %s", sk, id)); err != nil {
+		if _, err := s.raiseFence(ctx, f, id, sk, fmt.Sprintf("checkpoint item %s of job %s", sk, id), types.ReturnValueNone); err != nil {
 			return err
 		}
 	}
@@ -799,9 +806,9 @@ func (s *Store) Claim(ctx context.Context, f store.Fence, id job.ID) error {
 }
 
 // raiseFence sets the fence of item sk to f unless a higher fence is
-// stored, creating a fence-only item when there is none, and returns the
-// item as it now is.
-func (s *Store) raiseFence(ctx context.Context, f store.Fence, id job.ID, sk, what string) (map[string]types.AttributeValue, error) {
+// stored, creating a fence-only item when there is none, and returns what
+// rv selects of the item as it now is.
+func (s *Store) raiseFence(ctx context.Context, f store.Fence, id job.ID, sk, what string, rv types.ReturnValue) (map[string]types.AttributeValue, error) {
 	expr, err := expression.NewBuilder().
 		WithUpdate(expression.Set(expression.Name(attrFence), expression.Value(int64(f)))).
 		WithCondition(fenceOK(f)).
@@ -809,7 +816,7 @@ func (s *Store) raiseFence(ctx context.Context, f store.Fence, id job.ID, sk, wh
 	if err != nil {
 		return nil, fmt.Errorf("build fence update: %w", err)
 	}
-	attrs, cur, refused, err := s.updateIf(ctx, key(jobKey(id), sk), expr, types.ReturnValueAllNew)
+	attrs, cur, refused, err := s.updateIf(ctx, key(jobKey(id), sk), expr, rv)
 	switch {
 	case refused && err != nil:
 		return nil, fmt.Errorf("claim job %s: %s refused the fence: %w", id, what, err)

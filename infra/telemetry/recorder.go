@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/weirstream/weir/core/clock"
 	"github.com/weirstream/weir/core/job"
@@ -22,6 +24,15 @@ const (
 	AttrToState           = attribute.Key("weir.job.state.to")
 	AttrCheckpointOutcome = attribute.Key("weir.checkpoint.outcome")
 	AttrDirection         = attribute.Key("weir.io.direction")
+	AttrEpoch             = attribute.Key("weir.checkpoint.epoch")
+)
+
+// Span names the Recorder exports: one span per stay in a state, ended
+// when the job leaves it, and one per checkpoint, from its start to its
+// completion or failure.
+const (
+	SpanState      = "weir.job.state"
+	SpanCheckpoint = "weir.job.checkpoint"
 )
 
 // Metric names the Recorder exports.
@@ -48,7 +59,8 @@ const (
 // a terminal state stops being observed, so finished jobs leave no stale
 // series behind.
 type Recorder struct {
-	clock clock.Clock
+	clock  clock.Clock
+	tracer trace.Tracer
 
 	transitions        metric.Int64Counter
 	stateDuration      metric.Float64Histogram
@@ -75,14 +87,17 @@ type liveJob struct {
 }
 
 // NewRecorder makes the instruments from mp (Telemetry.MeterProvider) and
-// takes the time from clk (nil: the real clock). Close it to stop
-// observing.
-func NewRecorder(mp metric.MeterProvider, clk clock.Clock) (*Recorder, error) {
+// the spans from tp (Telemetry.TracerProvider; nil: no spans), and takes
+// the time from clk (nil: the real clock). Close it to stop observing.
+func NewRecorder(mp metric.MeterProvider, tp trace.TracerProvider, clk clock.Clock) (*Recorder, error) {
 	if clk == nil {
 		clk = clock.Real{}
 	}
 	m := mp.Meter("github.com/weirstream/weir/infra/telemetry")
 	r := &Recorder{clock: clk, jobs: make(map[job.ID]*liveJob)}
+	if tp != nil {
+		r.tracer = tp.Tracer("github.com/weirstream/weir/infra/telemetry")
+	}
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	var err error
@@ -181,6 +196,7 @@ func (r *Recorder) Transition(id job.ID, from, to job.State, in time.Duration) {
 	ctx := context.Background()
 	r.transitions.Add(ctx, 1, metric.WithAttributes(AttrJobID.String(string(id)), AttrFromState.String(string(from)), AttrToState.String(string(to))))
 	r.stateDuration.Record(ctx, in.Seconds(), metric.WithAttributes(AttrJobID.String(string(id)), AttrState.String(string(from))))
+	r.span(SpanState, in, trace.WithAttributes(AttrJobID.String(string(id)), AttrState.String(string(from)), AttrToState.String(string(to))), spanStatus{})
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if to.Terminal() {
@@ -201,6 +217,8 @@ func (r *Recorder) CheckpointFinished(id job.ID, epoch int64, took time.Duration
 	ctx := context.Background()
 	r.checkpoints.Add(ctx, 1, attrs)
 	r.checkpointDuration.Record(ctx, took.Seconds(), attrs)
+	r.span(SpanCheckpoint, took, trace.WithAttributes(AttrJobID.String(string(id)), AttrEpoch.Int64(epoch),
+		AttrCheckpointOutcome.String(outcome)), failedIf(!ok))
 	if !ok {
 		return
 	}
@@ -236,4 +254,29 @@ func (r *Recorder) Forget(id job.ID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.jobs, id)
+}
+
+// span records something that lasted d and ended now, as a span.
+func (r *Recorder) span(name string, d time.Duration, attrs trace.SpanStartEventOption, status spanStatus) {
+	if r.tracer == nil {
+		return
+	}
+	end := r.clock.Now()
+	_, sp := r.tracer.Start(context.Background(), name, trace.WithTimestamp(end.Add(-d)), attrs)
+	if status.failed {
+		sp.SetStatus(codes.Error, status.reason)
+	}
+	sp.End(trace.WithTimestamp(end))
+}
+
+type spanStatus struct {
+	failed bool
+	reason string
+}
+
+func failedIf(failed bool) spanStatus {
+	if failed {
+		return spanStatus{failed: true, reason: "checkpoint failed"}
+	}
+	return spanStatus{}
 }

@@ -6,8 +6,11 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/weirstream/weir/core/clock"
 	"github.com/weirstream/weir/core/job"
@@ -20,7 +23,7 @@ func newRecorder(t *testing.T) (*telemetry.Recorder, *sdkmetric.ManualReader, *c
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	fake := clock.NewFake(time.Unix(1_700_000_000, 0))
-	r, err := telemetry.NewRecorder(mp, fake)
+	r, err := telemetry.NewRecorder(mp, nil, fake)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,4 +172,40 @@ func TestRecorderGaugesFollowTheLatestReport(t *testing.T) {
 
 func TestRecorderImplementsThePort(t *testing.T) {
 	var _ coretelemetry.Recorder = (*telemetry.Recorder)(nil)
+}
+
+// Transitions and checkpoints become spans that cover what they measured:
+// the stay in the state left, the checkpoint from start to end.
+func TestRecorderExportsSpans(t *testing.T) {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	fake := clock.NewFake(time.Unix(1_700_000_000, 0))
+	r, err := telemetry.NewRecorder(mp, tp, fake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = r.Close() }()
+	r.Transition("orders", job.Scheduling, job.Running, 3*time.Second)
+	r.CheckpointFinished("orders", 7, 2*time.Second, false)
+	ended := spans.Ended()
+	if len(ended) != 2 {
+		t.Fatalf("%d spans, want 2", len(ended))
+	}
+	state, cp := ended[0], ended[1]
+	if state.Name() != telemetry.SpanState || state.EndTime().Sub(state.StartTime()) != 3*time.Second || !state.EndTime().Equal(fake.Now()) {
+		t.Fatalf("state span %s from %s to %s, want %s lasting 3s up to now", state.Name(), state.StartTime(), state.EndTime(), telemetry.SpanState)
+	}
+	if cp.Name() != telemetry.SpanCheckpoint || cp.EndTime().Sub(cp.StartTime()) != 2*time.Second || cp.Status().Code != codes.Error {
+		t.Fatalf("checkpoint span %s lasting %s with status %v, want a failed %s lasting 2s", cp.Name(), cp.EndTime().Sub(cp.StartTime()), cp.Status(), telemetry.SpanCheckpoint)
+	}
+	found := false
+	for _, a := range cp.Attributes() {
+		if a.Key == telemetry.AttrEpoch && a.Value.AsInt64() == 7 {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("checkpoint span attributes %v lack the epoch", cp.Attributes())
+	}
 }

@@ -1,5 +1,6 @@
 // Package telemetry sets up OpenTelemetry from the standard OTEL_*
-// environment variables, exports the core's job events as metrics, and
+// environment variables, exports the core's job events as metrics and
+// spans, and
 // builds the structured logger weir's binaries write with.
 package telemetry
 
@@ -17,6 +18,9 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 )
 
@@ -34,9 +38,11 @@ type Options struct {
 
 // Telemetry is the OpenTelemetry set-up of one process.
 type Telemetry struct {
-	mp       *sdkmetric.MeterProvider // nil when nothing is exported
+	mp       *sdkmetric.MeterProvider // nil when no metrics are exported
+	tp       *sdktrace.TracerProvider // nil when no traces are exported
 	res      *resource.Resource
 	exporter string
+	tracing  string
 }
 
 // Setup reads the OTEL_* environment variables and, if they ask for it,
@@ -60,9 +66,16 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Telemetry{res: res, exporter: "none"}
+	t := &Telemetry{res: res, exporter: "none", tracing: "none"}
 	if strings.EqualFold(strings.TrimSpace(os.Getenv("OTEL_SDK_DISABLED")), "true") {
 		return t, nil
+	}
+	logger := o.Logger
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("opentelemetry export failed", "error", err)
+	}))
+	if err := t.setUpTraces(ctx); err != nil {
+		return nil, err
 	}
 
 	name := strings.TrimSpace(os.Getenv("OTEL_METRICS_EXPORTER"))
@@ -85,12 +98,47 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	t.exporter = name
 	t.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithResource(res))
 	otel.SetMeterProvider(t.mp)
-	logger := o.Logger
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		logger.Warn("opentelemetry export failed", "error", err)
-	}))
 	return t, nil
 }
+
+// setUpTraces starts exporting spans when OTEL_TRACES_EXPORTER names an
+// exporter ("otlp" or "console"), or when it is unset and an OTLP endpoint
+// is (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).
+// Otherwise nothing is exported.
+func (t *Telemetry) setUpTraces(ctx context.Context) error {
+	name := strings.TrimSpace(os.Getenv("OTEL_TRACES_EXPORTER"))
+	var opts []autoexport.SpanOption
+	if name == "" && os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+		opts = append(opts, autoexport.WithFallbackSpanExporter(func(context.Context) (sdktrace.SpanExporter, error) { return nil, nil }))
+	}
+	exp, err := autoexport.NewSpanExporter(ctx, opts...)
+	if err != nil {
+		return fmt.Errorf("telemetry: set up the trace exporter from OTEL_TRACES_EXPORTER=%q: %w (use otlp, console or none)", name, err)
+	}
+	if exp == nil || autoexport.IsNoneSpanExporter(exp) {
+		return nil
+	}
+	if name == "" {
+		name = "otlp"
+	}
+	t.tracing = name
+	t.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(t.res))
+	otel.SetTracerProvider(t.tp)
+	return nil
+}
+
+// TracerProvider is the provider to make tracers from: the exporting one,
+// or a no-op one when no traces are exported.
+func (t *Telemetry) TracerProvider() trace.TracerProvider {
+	if t.tp == nil {
+		return tracenoop.NewTracerProvider()
+	}
+	return t.tp
+}
+
+// TraceExporter names the trace exporter in use ("none" when nothing is
+// exported), for a start-up log line.
+func (t *Telemetry) TraceExporter() string { return t.tracing }
 
 func newResource(ctx context.Context, o Options) (*resource.Resource, error) {
 	opts := []resource.Option{
@@ -142,6 +190,11 @@ func (t *Telemetry) Resource() *resource.Resource { return t.res }
 // Flush exports what has been recorded so far. Lambda handlers call it
 // before returning, since the process may be frozen afterwards.
 func (t *Telemetry) Flush(ctx context.Context) error {
+	if t.tp != nil {
+		if err := t.tp.ForceFlush(ctx); err != nil {
+			return fmt.Errorf("telemetry: flush traces: %w", err)
+		}
+	}
 	if t.mp == nil {
 		return nil
 	}
@@ -154,6 +207,11 @@ func (t *Telemetry) Flush(ctx context.Context) error {
 // Shutdown exports what is left and stops the exporter. It is safe to call
 // on a set-up that exports nothing.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
+	if t.tp != nil {
+		if err := t.tp.Shutdown(ctx); err != nil {
+			return fmt.Errorf("telemetry: shut down traces: %w", err)
+		}
+	}
 	if t.mp == nil {
 		return nil
 	}

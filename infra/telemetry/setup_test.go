@@ -216,3 +216,29 @@ func TestOTLPExportReachesTheCollector(t *testing.T) {
 		t.Fatalf("collector saw %v, want a POST of protobuf to /v1/metrics", paths)
 	}
 }
+
+func TestSetupExportsTracesOnlyWhenAsked(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "weir-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tel.TraceExporter(); got != "none" {
+		t.Fatalf("trace exporter with nothing set = %q, want none", got)
+	}
+	t.Setenv("OTEL_TRACES_EXPORTER", "console")
+	tel, err = telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "weir-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tel.Shutdown(context.Background()) }()
+	if got := tel.TraceExporter(); got != "console" {
+		t.Fatalf("trace exporter = %q, want console", got)
+	}
+	t.Setenv("OTEL_TRACES_EXPORTER", "carrier-pigeon")
+	if _, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "weir-test"}); err == nil || !strings.Contains(err.Error(), "OTEL_TRACES_EXPORTER") {
+		t.Fatalf("unknown exporter: %v, want an error naming OTEL_TRACES_EXPORTER", err)
+	}
+}
