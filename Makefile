@@ -79,7 +79,7 @@ fuzz:
 # over 1,000 faults; the report is chaos/report.json.
 CHAOS_SEEDS ?= 1,2,3
 CHAOS_DURATION ?= 2m
-CHAOS_JOBS ?= 6
+CHAOS_JOBS ?= 4
 CHAOS_FLAGS ?=
 
 chaos:

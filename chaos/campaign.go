@@ -186,7 +186,7 @@ func Run(ctx context.Context, env Env, o Options) (*Report, error) {
 			aws: env.AWS, jobsTable: env.JobsTable, leaseTable: env.LeaseTable, queueURL: env.QueueURL,
 			rules: rules(o.FaultRate), calm: calm, settings: settings, log: o.Log, direct: awshttp.NewBuildableClient(),
 			lease: dynamo.LeaseConfig{Table: env.LeaseTable, Name: "controller",
-				Duration: 6 * time.Second, RenewInterval: time.Second, RenewDeadline: 4 * time.Second},
+				Duration: 10 * time.Second, RenewInterval: 2 * time.Second, RenewDeadline: 6 * time.Second},
 		},
 		expect: map[job.ID]checker.Expect{},
 	}
@@ -209,7 +209,7 @@ func Run(ctx context.Context, env Env, o Options) (*Report, error) {
 	if c.watch, err = dynamo.NewLease(db, watchCfg); err != nil {
 		return nil, err
 	}
-	c.workers = newWorkers(admin, pub, o.Seed, workerTiming{Poll: 250 * time.Millisecond, Heartbeat: 500 * time.Millisecond, FinishedFor: 2 * time.Second})
+	c.workers = newWorkers(admin, pub, o.Seed, workerTiming{Poll: 400 * time.Millisecond, Heartbeat: 500 * time.Millisecond, FinishedFor: 2 * time.Second})
 	c.check = checker.New(checker.Config{
 		DynamoDB: dynamodb.NewFromConfig(env.AWS), SQS: q,
 		JobsTable: env.JobsTable, LeaseTable: env.LeaseTable, QueueURL: env.QueueURL, DLQURL: env.DLQURL,
@@ -240,7 +240,7 @@ func (c *campaign) run(ctx context.Context, calm *atomic.Bool) (*Report, error) 
 	defer wg.Wait()
 	defer cancel()
 
-	wg.Go(func() { c.check.Run(ctx, 300*time.Millisecond) })
+	wg.Go(func() { c.check.Run(ctx, 500*time.Millisecond) })
 	for i := range c.o.Jobs {
 		id := job.ID(fmt.Sprintf("job-%02d", i))
 		if err := c.createJob(ctx, id); err != nil {
@@ -282,18 +282,9 @@ func (c *campaign) run(ctx context.Context, calm *atomic.Bool) (*Report, error) 
 	c.check.Final(ctx, c.expectations(), c.o.Settle)
 
 	// Workers stop, the controllers drain the queue, then stop.
-	c.mu.Lock()
-	c.workers.mu.Lock()
-	for _, jw := range c.workers.jobs {
-		for wid := range jw.seq {
-			jw.crashed[wid] = true
-		}
-	}
-	c.workers.mu.Unlock()
-	c.mu.Unlock()
+	c.workers.stop()
 	sent, poison := int(c.workers.sent.Load()), int(c.workers.poison.Load())
-	msgs := c.check.Drain(ctx, sent, poison, isPoison, 40*time.Second)
-	c.stopAll()
+	msgs := c.check.Drain(ctx, sent, poison, isPoison, 40*time.Second, c.stopAll)
 	cancel()
 	wg.Wait()
 	return c.report(time.Since(began), msgs), nil
@@ -310,7 +301,7 @@ func (c *campaign) createJob(ctx context.Context, id job.ID) error {
 			},
 			SlotsPerWorker: 1, Program: "chaos",
 		},
-		CheckpointInterval: time.Second,
+		CheckpointInterval: 2 * time.Second,
 		RestartPolicy:      job.RestartPolicy{AllowedRestarts: -1, HealthyDuration: 10 * time.Second},
 	}.WithDefaults()
 	saved, err := c.admin.PutConfig(ctx, cfg)
@@ -441,10 +432,10 @@ func (c *campaign) controllerEvent(ctx context.Context, wg *sync.WaitGroup, kind
 	c.o.Progress(kind + " " + in.owner)
 	switch kind {
 	case "pause":
-		// Past the lease (6 s) and the renew deadline, so a standby takes
-		// over while this one is frozen; afterwards it must write nothing
-		// that takes effect and turn standby by itself.
-		d := time.Duration(7000+c.rng.IntN(4000)) * time.Millisecond
+		// Past the lease (10 s) and the renew deadline, so a standby
+		// takes over while this one is frozen; afterwards it must write
+		// nothing that takes effect and turn standby by itself.
+		d := time.Duration(11000+c.rng.IntN(4000)) * time.Millisecond
 		in.gate.pause()
 		wg.Go(func() {
 			sleep(ctx, d)

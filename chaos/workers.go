@@ -48,6 +48,9 @@ type workers struct {
 
 	sent, poison atomic.Int64
 	faults       counter
+	// stopped ends every worker of every run, present and future: the
+	// campaign is draining the queue.
+	stopped atomic.Bool
 }
 
 // jobWorkers is the simulated workers of one job's current run.
@@ -96,6 +99,9 @@ func (w *workers) run(ctx context.Context, id job.ID) {
 			return
 		case <-t.C:
 		}
+		if w.stopped.Load() {
+			return
+		}
 		cmds, err := w.store.GetCommands(ctx, id)
 		if err != nil || cmds.Start == nil {
 			continue
@@ -116,6 +122,9 @@ func (w *workers) run(ctx context.Context, id job.ID) {
 func (w *workers) envelopes(id job.ID, cmds job.Commands, now time.Time) [][]byte {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.stopped.Load() {
+		return nil
+	}
 	jw := w.jobs[id]
 	if jw == nil || jw.run != cmds.RunID {
 		prev := int64(0)
@@ -225,6 +234,14 @@ func (w *workers) state(jw *jobWorkers, cmds job.Commands, tasks []job.TaskAssig
 		}
 	}
 	return evs, finished == len(tasks)
+}
+
+// stop ends every worker; an envelope being built when it is called is
+// the last one sent.
+func (w *workers) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped.Store(true)
 }
 
 // workerOf picks one worker of the job's current run, or "".

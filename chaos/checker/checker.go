@@ -22,8 +22,12 @@
 package checker
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strconv"
@@ -104,6 +108,11 @@ type jobView struct {
 	configLate   map[int64]bool // versions already reported late
 	lastStatus   string
 	staleCreated int // late in-progress checkpoint items of a deposed controller
+	// layouts: every run's subtasks ("op/subtask"), from the command
+	// record's start command; readyChecked: ready epochs already checked.
+	layouts      map[int64]map[string]bool
+	readyChecked map[int64]bool
+	readyCount   int
 }
 
 // Checker accumulates observations and violations. Safe for concurrent use.
@@ -134,7 +143,8 @@ func New(cfg Config) *Checker {
 func (c *Checker) job(id string) *jobView {
 	j := c.jobs[id]
 	if j == nil {
-		j = &jobView{items: map[string]item{}, epochs: map[int64]string{}, configAcked: map[int64]time.Time{}, configLate: map[int64]bool{}}
+		j = &jobView{items: map[string]item{}, epochs: map[int64]string{}, configAcked: map[int64]time.Time{}, configLate: map[int64]bool{},
+			layouts: map[int64]map[string]bool{}, readyChecked: map[int64]bool{}}
 		c.jobs[id] = j
 	}
 	return j
@@ -241,6 +251,10 @@ func (c *Checker) checkJob(id string, items map[string]map[string]types.Attribut
 		newFence = max(newFence, now.fence)
 		if strings.HasPrefix(sk, "cp#") {
 			c.checkCheckpoint(id, j, sk, now, seen, bound)
+			c.checkReady(id, j, now)
+		}
+		if sk == "commands" {
+			j.recordLayout(attrs)
 		}
 		j.items[sk] = now
 	}
@@ -295,6 +309,78 @@ func (c *Checker) checkCheckpoint(id string, j *jobView, sk string, it item, see
 		j.epochs[e] = started
 		j.highEpoch = max(j.highEpoch, e)
 	}
+}
+
+// recordLayout remembers the subtasks of the run the command record starts.
+func (j *jobView) recordLayout(attrs map[string]types.AttributeValue) {
+	run, ok := num(attrs, "run_id")
+	start, _ := attrs["start"].(*types.AttributeValueMemberM)
+	if !ok || start == nil || j.layouts[run] != nil {
+		return
+	}
+	gz, _ := start.Value["assignments_gz"].(*types.AttributeValueMemberB)
+	if gz == nil {
+		return
+	}
+	var as []struct {
+		Operator string `json:"operator_id"`
+		Subtask  int    `json:"subtask"`
+	}
+	if err := gunzipJSON(gz.Value, &as); err != nil {
+		return
+	}
+	layout := map[string]bool{}
+	for _, a := range as {
+		layout[fmt.Sprintf("%s/%d", a.Operator, a.Subtask)] = true
+	}
+	j.layouts[run] = layout
+}
+
+// checkReady checks a ready checkpoint against its run's layout: it is
+// ready only when every subtask of every operator reported it.
+func (c *Checker) checkReady(id string, j *jobView, it item) {
+	e, ok := num(it.attrs, "epoch")
+	if !ok || str(it.attrs, "state") != "ready" || j.readyChecked[e] {
+		return
+	}
+	j.readyChecked[e] = true
+	j.readyCount++
+	run, _ := num(it.attrs, "run_id")
+	layout := j.layouts[run]
+	if layout == nil {
+		return // the run started and ended between two polls
+	}
+	var ops map[string]struct {
+		Metadata map[string]string `json:"metadata"`
+	}
+	gz, _ := it.attrs["operators_gz"].(*types.AttributeValueMemberB)
+	if gz == nil || gunzipJSON(gz.Value, &ops) != nil {
+		c.violate("checkpoint_ready_incomplete", id, fmt.Sprintf("checkpoint %d is ready without readable operator metadata", e), it.summary)
+		return
+	}
+	var missing []string
+	for task := range layout {
+		op, sub, _ := strings.Cut(task, "/")
+		if _, ok := ops[op].Metadata[sub]; !ok {
+			missing = append(missing, task)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		c.violate("checkpoint_ready_incomplete", id, fmt.Sprintf("checkpoint %d of run %d is ready, but subtasks %v never reported it", e, run, missing), it.summary)
+	}
+}
+
+func gunzipJSON(data []byte, v any) error {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, 64<<20))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, v)
 }
 
 func (c *Checker) checkStatus(id string, j *jobView, st item) {
@@ -425,21 +511,33 @@ func sameParallelism(av types.AttributeValue, want map[string]int) bool {
 
 // Messages is what became of the worker envelopes a run sent.
 type Messages struct {
-	Sent           int `json:"sent"`
-	MalformedSent  int `json:"malformed_sent"`
-	Left           int `json:"left_in_queue"`
-	DeadLettered   int `json:"dead_lettered"`
-	DeadMalformed  int `json:"dead_lettered_malformed"`
-	DeadValid      int `json:"dead_lettered_valid"`
-	MalformedLost  int `json:"malformed_not_dead_lettered"`
-	ConsumedByLead int `json:"consumed"`
+	Sent          int `json:"sent"`
+	MalformedSent int `json:"malformed_sent"`
+	Left          int `json:"left_in_queue"`
+	// LeftStale are envelopes left in the queue from runs before their
+	// job's current one: provably stale, so accounted for, but a leader
+	// should have dropped them.
+	LeftStale      int      `json:"left_in_queue_stale"`
+	LeftStaleIDs   []string `json:"left_in_queue_stale_ids,omitempty"`
+	DeadLettered   int      `json:"dead_lettered"`
+	DeadMalformed  int      `json:"dead_lettered_malformed"`
+	DeadValid      int      `json:"dead_lettered_valid"`
+	MalformedLost  int      `json:"malformed_not_dead_lettered"`
+	ConsumedByLead int      `json:"consumed"`
+	// DeadValidIDs names the well-formed envelopes that were dead-lettered
+	// (received maxReceiveCount times without an acknowledgement). They
+	// count as accounted for, but each is worth a look.
+	DeadValidIDs []string `json:"dead_lettered_valid_ids,omitempty"`
 }
 
-// Drain checks the queues once every controller has stopped: no envelope
-// may be left in the worker queue (every one was applied or judged stale
-// and acknowledged), and each malformed one must be in the dead-letter
-// queue. isMalformed tells a body the run sent on purpose as poison.
-func (c *Checker) Drain(ctx context.Context, sent, malformed int, isMalformed func(body string) bool, bound time.Duration) Messages {
+// Drain checks the queues at the end of a run, once the workers have
+// stopped sending: within bound the leader must consume every envelope
+// (each was applied or judged stale and acknowledged), and each malformed
+// one must be in the dead-letter queue. stop is called before the queues
+// are read, so nothing competes for what is left; what is left is named
+// (job, run, worker, seq) in the violation. isMalformed tells a body the
+// run sent on purpose as poison.
+func (c *Checker) Drain(ctx context.Context, sent, malformed int, isMalformed func(body string) bool, bound time.Duration, stop func()) Messages {
 	m := Messages{Sent: sent, MalformedSent: malformed}
 	deadline := time.Now().Add(bound)
 	for {
@@ -452,26 +550,89 @@ func (c *Checker) Drain(ctx context.Context, sent, malformed int, isMalformed fu
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	bodies, _ := c.readAll(ctx, c.cfg.DLQURL)
+	stop()
+	var leftover []string
+	var readErrs []string
+	if m.Left > 0 {
+		bodies, err := c.readAll(ctx, c.cfg.QueueURL)
+		if err != nil {
+			readErrs = append(readErrs, err.Error())
+		}
+		c.mu.Lock()
+		for _, b := range bodies {
+			if c.stale(b) {
+				m.LeftStale++
+				m.LeftStaleIDs = append(m.LeftStaleIDs, envelopeID(b))
+				continue
+			}
+			leftover = append(leftover, envelopeID(b))
+		}
+		c.mu.Unlock()
+		slices.Sort(leftover)
+		slices.Sort(m.LeftStaleIDs)
+	}
+	bodies, err := c.readAll(ctx, c.cfg.DLQURL)
+	if err != nil {
+		readErrs = append(readErrs, err.Error())
+	}
+	var deadValid []string
 	for _, b := range bodies {
 		m.DeadLettered++
 		if isMalformed(b) {
 			m.DeadMalformed++
 		} else {
 			m.DeadValid++
+			deadValid = append(deadValid, envelopeID(b))
 		}
 	}
 	m.MalformedLost = malformed - m.DeadMalformed
 	m.ConsumedByLead = sent - m.Left - m.DeadLettered
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if m.Left > 0 {
-		c.violate("message_not_consumed", "", fmt.Sprintf("%d worker envelopes are still in the queue after every controller stopped and %s passed", m.Left, bound))
+	if len(leftover) > 0 {
+		c.violate("message_not_consumed", "", fmt.Sprintf("%d envelopes of current runs were still in the worker queue %s after the workers stopped, with a leader running", len(leftover), bound), leftover...)
 	}
 	if m.MalformedLost > 0 {
-		c.violate("malformed_not_dead_lettered", "", fmt.Sprintf("%d of %d malformed envelopes never reached the dead-letter queue", m.MalformedLost, malformed))
+		c.violate("malformed_not_dead_lettered", "", fmt.Sprintf("%d of %d malformed envelopes never reached the dead-letter queue", m.MalformedLost, malformed), readErrs...)
 	}
+	m.DeadValidIDs = deadValid
 	return m
+}
+
+// stale reports whether body is an envelope of a run before its job's
+// current one: provably stale, whatever became of it. c.mu is held.
+func (c *Checker) stale(body string) bool {
+	var e struct {
+		Job string `json:"job"`
+		Run int64  `json:"run"`
+	}
+	if json.Unmarshal([]byte(body), &e) != nil {
+		return false
+	}
+	j := c.jobs[e.Job]
+	if j == nil {
+		return false
+	}
+	run, _ := num(j.items["status"].attrs, "run_id")
+	return e.Run < run
+}
+
+// envelopeID names an envelope by its job, run, worker and sequence
+// number, read without the protocol package.
+func envelopeID(body string) string {
+	var e struct {
+		Job    string `json:"job"`
+		Run    int64  `json:"run"`
+		Worker string `json:"worker"`
+		Seq    uint64 `json:"seq"`
+	}
+	if json.Unmarshal([]byte(body), &e) != nil || e.Job == "" {
+		if len(body) > 80 {
+			body = body[:80] + "…"
+		}
+		return "unreadable: " + body
+	}
+	return fmt.Sprintf("job %s run %d worker %s seq %d", e.Job, e.Run, e.Worker, e.Seq)
 }
 
 // queueDepth counts visible and in-flight messages.
@@ -521,6 +682,7 @@ type Stats struct {
 	Recoveries   int `json:"recoveries"`
 	Restarts     int `json:"restarts"`
 	Checkpoints  int `json:"checkpoints_created"`
+	Ready        int `json:"checkpoints_ready"`
 	LateStale    int `json:"late_checkpoint_items_of_deposed_leaders"`
 	LeaseFence   int `json:"lease_fence"`
 	ConfigWrites int `json:"config_versions_acknowledged"`
@@ -538,6 +700,7 @@ func (c *Checker) Stats() Stats {
 		s.Recoveries += j.recoveries
 		s.Restarts += int(j.restarts)
 		s.Checkpoints += len(j.epochs)
+		s.Ready += j.readyCount
 		s.LateStale += j.staleCreated
 		s.ConfigWrites += len(j.configAcked)
 	}

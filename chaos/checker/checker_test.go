@@ -1,6 +1,8 @@
 package checker_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"slices"
 	"testing"
@@ -45,8 +47,12 @@ func TestCheckerFindsBrokenHistories(t *testing.T) {
 	}
 
 	put(jobs, item("job#a", "status", "fence", n("2"), "version", n("1"), "wtok", s("t1"), "max_epoch", n("3"), "state", s("Running"), "config_version", n("1")))
-	put(jobs, item("job#a", "commands", "fence", n("2"), "version", n("1"), "wtok", s("c1")))
-	put(jobs, item("job#a", "cp#00000000000000000003", "fence", n("2"), "epoch", n("3"), "wtok", s("k1"), "state", s("ready"), "started_at", s("A")))
+	put(jobs, item("job#a", "commands", "fence", n("2"), "version", n("1"), "wtok", s("c1"), "run_id", n("1"),
+		"start", &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{
+			"assignments_gz": b(gz(t, `[{"worker_id":"w-0","operator_id":"source","subtask":0},{"worker_id":"w-1","operator_id":"source","subtask":1}]`)),
+		}}))
+	put(jobs, item("job#a", "cp#00000000000000000003", "fence", n("2"), "epoch", n("3"), "wtok", s("k1"), "state", s("ready"), "started_at", s("A"),
+		"run_id", n("1"), "operators_gz", b(gz(t, `{"source":{"bytes":1,"metadata":{"0":"s3://a","1":"s3://b"}}}`))))
 	put(leases, map[string]types.AttributeValue{"name": s("controller"), "owner": s("one"), "fence": n("5")})
 	poll()
 	poll()
@@ -62,6 +68,9 @@ func TestCheckerFindsBrokenHistories(t *testing.T) {
 	}
 	poll()
 	put(jobs, item("job#a", "cp#00000000000000000003", "fence", n("2"), "epoch", n("3"), "wtok", s("k2"), "state", s("in_progress"), "started_at", s("B")))
+	// A checkpoint is ready although subtask 1 never reported it.
+	put(jobs, item("job#a", "cp#00000000000000000002", "fence", n("2"), "epoch", n("2"), "wtok", s("k4"), "state", s("ready"), "started_at", s("D"),
+		"run_id", n("1"), "operators_gz", b(gz(t, `{"source":{"bytes":1,"metadata":{"0":"s3://a"}}}`))))
 	// The lease's fence goes back, and a checkpoint appears above the
 	// epoch counter.
 	put(leases, map[string]types.AttributeValue{"name": s("controller"), "owner": s("two"), "fence": n("4")})
@@ -71,7 +80,7 @@ func TestCheckerFindsBrokenHistories(t *testing.T) {
 	c.ConfigAcknowledged("a", 2)
 	c.Final(ctx, map[string]checker.Expect{"a": {State: "Stopped", ConfigVersion: 2}}, 0)
 
-	for _, check := range []string{"stale_write", "fence_went_back", "epoch_reused", "lease_fence_went_back", "epoch_unreserved", "end_state"} {
+	for _, check := range []string{"stale_write", "fence_went_back", "epoch_reused", "lease_fence_went_back", "epoch_unreserved", "checkpoint_ready_incomplete", "end_state"} {
 		if !found(check) {
 			t.Errorf("the checker did not report %s; it reported:\n%v", check, c.Violations())
 		}
@@ -89,6 +98,20 @@ func item(pk, sk string, kv ...any) map[string]types.AttributeValue {
 		m[kv[i].(string)] = kv[i+1].(types.AttributeValue)
 	}
 	return m
+}
+
+func b(v []byte) types.AttributeValue { return &types.AttributeValueMemberB{Value: v} }
+
+func gz(t *testing.T, text string) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write([]byte(text)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 func s(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
