@@ -153,3 +153,18 @@ func (h *healthServer) run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// leading reports whether this controller holds the lease now.
+func (r *readiness) leading() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.grant == nil {
+		return false
+	}
+	select {
+	case <-r.grant.Lost():
+		return false
+	default:
+		return true
+	}
+}

@@ -178,6 +178,10 @@ func serve(ctx context.Context, s settings) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return health.run(gctx) })
 	g.Go(func() error {
+		reportLeading(gctx, log, clock.Real{}, os.Getenv(envStack), ready.leading)
+		return nil
+	})
+	g.Go(func() error {
 		probe := func(ctx context.Context) error { _, err := lease.Record(ctx); return err }
 		err := manager.RunAsLeader(gctx, trackedLease{inner: lease, probe: probe, r: ready}, clock.Real{}, log,
 			func(ctx context.Context, fence store.Fence) error { return mgr.Run(ctx, fence) })

@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/spf13/cobra"
 
@@ -22,19 +23,17 @@ import (
 
 // stackFlags are the flags every subcommand shares.
 type stackFlags struct {
-	template  string
-	stack     string
-	params    []string
-	accountID string
-	timeout   time.Duration
+	template string
+	stack    string
+	params   []string
+	timeout  time.Duration
 }
 
 func (f *stackFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringVar(&f.template, "template", "template.yaml", "path of the SAM template that declares the tables and queues")
+	fl.StringVar(&f.template, "template", "template.yaml", "path of the SAM template that declares the data resources")
 	fl.StringVar(&f.stack, "stack", "", "stack name; it prefixes every resource name (required)")
 	fl.StringArrayVar(&f.params, "param", nil, "template parameter override NAME=VALUE (repeatable)")
-	fl.StringVar(&f.accountID, "account-id", "", "account id for templates whose tables or queues use AWS::AccountId")
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "give up after this long")
 	_ = cmd.MarkFlagRequired("stack")
 }
@@ -59,7 +58,7 @@ func (f *stackFlags) prepare() (*resources.Template, resources.Options, error) {
 	if err != nil {
 		return nil, resources.Options{}, fmt.Errorf("--template: %w", err)
 	}
-	return tmpl, resources.Options{StackName: f.stack, Parameters: params, AccountID: f.accountID}, nil
+	return tmpl, resources.Options{StackName: f.stack, Parameters: params}, nil
 }
 
 type configLoader func(context.Context) (aws.Config, error)
@@ -67,11 +66,13 @@ type configLoader func(context.Context) (aws.Config, error)
 func newRootCommand(loadConfig configLoader) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "weir-resources",
-		Short: "Create and delete the tables and queues that template.yaml declares",
-		Long: `weir-resources derives the DynamoDB tables and SQS queues from the SAM
-template and creates them against the endpoint the AWS SDK is configured
-for: set AWS_ENDPOINT_URL for the local emulator or LocalStack, or leave it
-unset for AWS. Creating is idempotent: existing resources are reused after
+		Short: "Create and delete the data resources that template.yaml declares",
+		Long: `weir-resources derives the DynamoDB tables, SQS queues and EventBridge
+Scheduler schedule groups from the SAM template and creates them against the
+endpoint the AWS SDK is configured for: set AWS_ENDPOINT_URL for the local
+emulator or LocalStack, or leave it unset for AWS. Every other resource type
+(functions, roles, the API, the ECS service, alarms) is skipped: those need
+sam deploy. Creating is idempotent: existing resources are reused after
 checking that their keys match the template.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -85,9 +86,9 @@ func newCreateCommand(loadConfig configLoader) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
 		Use:   "create --stack NAME [--param NAME=VALUE]...",
-		Short: "Create the stack's tables and queues (or reuse them) and print their names",
-		Long: `create makes every AWS::DynamoDB::Table and AWS::SQS::Queue of the template
-and prints the environment weir's binaries read, one NAME=value a line
+		Short: "Create the stack's data resources (or reuse them) and print their names",
+		Long: `create makes every AWS::DynamoDB::Table, AWS::SQS::Queue and
+AWS::Scheduler::ScheduleGroup of the template and prints the environment weir's binaries read, one NAME=value a line
 (--format env, ready for eval) or as JSON with every resource's name, URL
 and ARN (--format json). Progress goes to standard error.`,
 		Example: `  eval "$(weir-resources create --stack weir-local)"
@@ -107,7 +108,7 @@ and ARN (--format json). Progress goes to standard error.`,
 			if err != nil {
 				return fmt.Errorf("load AWS config: %w", err)
 			}
-			stack, err := tmpl.Create(ctx, dynamodb.NewFromConfig(cfg), sqs.NewFromConfig(cfg), opts)
+			stack, err := tmpl.CreateWith(ctx, clientsOf(cfg), opts)
 			if err != nil {
 				if errors.Is(err, resources.ErrMismatch) {
 					return fmt.Errorf("%w\n(to start over: weir-resources delete --template %s --stack %s)", err, f.template, f.stack)
@@ -136,8 +137,8 @@ func newDeleteCommand(loadConfig configLoader) *cobra.Command {
 	var f stackFlags
 	cmd := &cobra.Command{
 		Use:   "delete --stack NAME [--param NAME=VALUE]...",
-		Short: "Delete the stack's tables and queues",
-		Long: `delete finds the tables and queues the template would create under the stack
+		Short: "Delete the stack's data resources",
+		Long: `delete finds the data resources the template would create under the stack
 name and deletes those that exist, waiting until the tables are gone. Pass
 the same --param values as to create when they change resource names.`,
 		Args: cobra.NoArgs,
@@ -152,17 +153,17 @@ the same --param values as to create when they change resource names.`,
 			if err != nil {
 				return fmt.Errorf("load AWS config: %w", err)
 			}
-			ddb, sq := dynamodb.NewFromConfig(cfg), sqs.NewFromConfig(cfg)
-			stack, err := tmpl.Lookup(ctx, ddb, sq, opts)
+			clients := clientsOf(cfg)
+			stack, err := tmpl.Lookup(ctx, clients, opts)
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			if len(stack.Resources) == 0 {
-				fmt.Fprintf(out, "stack %s has no tables or queues to delete\n", f.stack)
+				fmt.Fprintf(out, "stack %s has no data resources to delete\n", f.stack)
 				return nil
 			}
-			if err := stack.Delete(ctx, ddb, sq); err != nil {
+			if err := stack.DeleteWith(ctx, clients); err != nil {
 				return err
 			}
 			for _, r := range stack.Resources {
@@ -173,6 +174,14 @@ the same --param values as to create when they change resource names.`,
 	}
 	f.register(cmd)
 	return cmd
+}
+
+func clientsOf(cfg aws.Config) resources.Clients {
+	return resources.Clients{
+		DynamoDB:  dynamodb.NewFromConfig(cfg),
+		SQS:       sqs.NewFromConfig(cfg),
+		Scheduler: scheduler.NewFromConfig(cfg),
+	}
 }
 
 // Values made of these characters need no quoting in a POSIX shell.

@@ -91,11 +91,12 @@ func TestCreatePrintsTheEnvironmentAndDeleteRemovesTheStack(t *testing.T) {
 	}
 	if env["WEIR_JOBS_TABLE"] != stack+"-jobs" || env["WEIR_LEASE_TABLE"] != stack+"-leases" ||
 		!strings.HasSuffix(env["WEIR_WORKER_QUEUE_URL"], "/"+stack+"-worker-messages") ||
-		!strings.HasSuffix(env["WEIR_WORKER_DLQ_URL"], "/"+stack+"-worker-dlq") || len(env) != 4 {
+		!strings.HasSuffix(env["WEIR_WORKER_DLQ_URL"], "/"+stack+"-worker-dlq") ||
+		env["WEIR_SCHEDULE_GROUP"] != stack+"-ttl" || !strings.HasSuffix(env["WEIR_SCHEDULE_DLQ_ARN"], ":"+stack+"-schedule-dlq") || len(env) != 6 {
 		t.Errorf("create printed %v", env)
 	}
-	if strings.Count(progress, "created") != 4 {
-		t.Errorf("progress on stderr = %q, want four 'created' lines", progress)
+	if strings.Count(progress, "created") != 6 {
+		t.Errorf("progress on stderr = %q, want six 'created' lines", progress)
 	}
 	if _, err := ddb.DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String(env["WEIR_JOBS_TABLE"])}); err != nil {
 		t.Errorf("jobs table: %v", err)
@@ -125,7 +126,7 @@ func TestCreatePrintsTheEnvironmentAndDeleteRemovesTheStack(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		t.Fatalf("json output: %v\n%s", err, out)
 	}
-	if doc.Stack != stack || len(doc.Resources) != 4 || doc.Env["WEIR_JOBS_TABLE"] != env["WEIR_JOBS_TABLE"] {
+	if doc.Stack != stack || len(doc.Resources) != 6 || doc.Env["WEIR_JOBS_TABLE"] != env["WEIR_JOBS_TABLE"] {
 		t.Errorf("json output = %+v", doc)
 	}
 	for _, r := range doc.Resources {
@@ -138,14 +139,14 @@ func TestCreatePrintsTheEnvironmentAndDeleteRemovesTheStack(t *testing.T) {
 	if err != nil {
 		t.Fatalf("delete: %v", err)
 	}
-	if strings.Count(out, "deleted") != 4 {
-		t.Errorf("delete printed %q, want four 'deleted' lines", out)
+	if strings.Count(out, "deleted") != 6 {
+		t.Errorf("delete printed %q, want six 'deleted' lines", out)
 	}
 	if _, err := ddb.DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String(env["WEIR_JOBS_TABLE"])}); err == nil {
 		t.Errorf("jobs table still exists after delete")
 	}
 	out, _, err = run(t, load, "delete", "--template", tmpl, "--stack", stack)
-	if err != nil || !strings.Contains(out, "no tables or queues to delete") {
+	if err != nil || !strings.Contains(out, "no data resources to delete") {
 		t.Errorf("second delete: %q, %v", out, err)
 	}
 }

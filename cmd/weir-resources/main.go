@@ -1,5 +1,5 @@
-// Command weir-resources creates and deletes the DynamoDB tables and SQS
-// queues declared in template.yaml against any endpoint the AWS SDK is
+// Command weir-resources creates and deletes the data resources (DynamoDB
+// tables, SQS queues, the TTL schedule group) declared in template.yaml against any endpoint the AWS SDK is
 // pointed at (AWS_ENDPOINT_URL for the local emulator or LocalStack), and
 // prints the environment weir's binaries read:
 //

@@ -13,7 +13,7 @@ import (
 // new run instead.
 var ErrNotAdoptable = errors.New("run cannot be adopted")
 
-// Adopt rebuilds the JobController of a run an earlier leader started, so a
+// AdoptRun rebuilds the JobController of a run an earlier leader started, so a
 // new leader carries it on with its workers as they are: the run id, the
 // task layout and the restored epoch come from the job's command record,
 // and the checkpoints from the store. Nothing is asked of the workers. The
@@ -26,7 +26,7 @@ var ErrNotAdoptable = errors.New("run cannot be adopted")
 // that was committing waits for the sinks' acknowledgements, and one whose
 // command never reached the record is marked failed. The next epoch is
 // above every epoch the job ever had.
-func Adopt(ctx context.Context, d Deps, cfg job.Config, st job.Status) (*JobController, error) {
+func AdoptRun(ctx context.Context, d Deps, cfg job.Config, st job.Status) (*JobController, error) {
 	cmds, err := d.Store.GetCommands(ctx, st.JobID)
 	if err != nil {
 		return nil, fmt.Errorf("read the command record of job %s: %w", st.JobID, err)
@@ -74,9 +74,12 @@ func Adopt(ctx context.Context, d Deps, cfg job.Config, st job.Status) (*JobCont
 		Restore:            restore,
 		CheckpointInterval: cfg.CheckpointInterval,
 	})
-	c.cmds = cmds
 	c.lastReady = max(c.lastReady, st.LastReadyEpoch)
-	if err := c.adoptCheckpoints(ctx, cps, inFlight); err != nil {
+	inFlight, err = c.abandonUnasked(ctx, cps, inFlight, cmds)
+	if err == nil {
+		err = c.Adopt(cmds, inFlight)
+	}
+	if err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -85,46 +88,28 @@ func Adopt(ctx context.Context, d Deps, cfg job.Config, st job.Status) (*JobCont
 	return c, nil
 }
 
-// adoptCheckpoints carries on the run's checkpoint in flight, if any, and
-// marks its other unfinished ones failed: they can never complete.
-func (c *JobController) adoptCheckpoints(ctx context.Context, cps []job.Checkpoint, inFlight *job.Checkpoint) error {
+// abandonUnasked marks failed the run's checkpoints still in progress that
+// can never complete: every one but the one the command record asks for.
+// It returns the checkpoint to carry on, if any.
+func (c *JobController) abandonUnasked(ctx context.Context, cps []job.Checkpoint, inFlight *job.Checkpoint, cmds job.Commands) (*job.Checkpoint, error) {
 	for _, cp := range cps {
 		if cp.State != job.CheckpointInProgress || cp.RunID != c.runID {
 			continue
 		}
-		if inFlight != nil && cp.Epoch == inFlight.Epoch && c.cmds.Checkpoint != nil && c.cmds.Checkpoint.Epoch == cp.Epoch {
+		if inFlight != nil && cp.Epoch == inFlight.Epoch && cmds.Checkpoint != nil && cmds.Checkpoint.Epoch == cp.Epoch {
 			continue
 		}
 		cp.State = job.CheckpointFailed
 		cp.FinishedAt = c.clock.Now()
 		cp.Failure = "abandoned at controller take-over: the workers were never asked for it"
 		if err := c.store.UpdateCheckpoint(ctx, c.fence, cp); err != nil {
-			return fmt.Errorf("mark abandoned checkpoint %d of job %s failed: %w", cp.Epoch, c.jobID, err)
+			return nil, fmt.Errorf("mark abandoned checkpoint %d of job %s failed: %w", cp.Epoch, c.jobID, err)
 		}
 		if inFlight != nil && inFlight.Epoch == cp.Epoch {
 			inFlight = nil
 		}
 	}
-	if inFlight == nil {
-		return nil
-	}
-	timeout := c.settings.CheckpointTimeout
-	if inFlight.ThenStop {
-		timeout = c.settings.FinalCheckpointTimeout
-	}
-	c.cp.begin(c, inFlight.Epoch, inFlight.ThenStop, timeout)
-	c.cp.startWall = inFlight.StartedAt
-	c.startedAny, c.lastStart = true, c.cp.startedAt
-	c.epoch = max(c.epoch, inFlight.Epoch)
-	if inFlight.State == job.CheckpointCommitting {
-		rec := *inFlight
-		c.cp.committing, c.cp.committed = true, &rec
-		if c.cmds.Commit == nil || c.cmds.Commit.Epoch != inFlight.Epoch {
-			c.cmds.Commit = &job.CommitCommand{Epoch: inFlight.Epoch}
-			c.cmdsDirty = true
-		}
-	}
-	return nil
+	return inFlight, nil
 }
 
 // WatchAllWorkers starts the heartbeat clock of every worker now: a
@@ -179,4 +164,58 @@ func layoutOf(cfg job.Config, parallelism map[string]int, as []job.TaskAssignmen
 	}
 	l.Assignments = as
 	return l, nil
+}
+
+// Adopt makes this controller, built for a run an earlier leader started,
+// take the run over without restarting it. cmds is the run's command
+// record as it stands; inFlight is the record of the checkpoint it asks for
+// while that is still in progress or committing (nil if none is). Nothing
+// is written.
+//
+// Adopt needs nothing else from the old leader: every worker's heartbeat
+// carries its whole state (registration, task states, the newest epoch it
+// checkpointed and committed), so one heartbeat per worker tells this
+// controller all it needs. Liveness is left to the caller: a live run
+// starts every worker's heartbeat clock (WatchAllWorkers), a run whose
+// workers are still starting waits for them under the start-up time-out.
+func (c *JobController) Adopt(cmds job.Commands, inFlight *job.Checkpoint) error {
+	if cmds.JobID != c.jobID || cmds.RunID != c.runID {
+		return fmt.Errorf("adopt run %d of job %s: the command record is of run %d of job %s: adopt only the run it names",
+			c.runID, c.jobID, cmds.RunID, cmds.JobID)
+	}
+	if inFlight != nil {
+		switch {
+		case inFlight.JobID != c.jobID || inFlight.RunID != c.runID:
+			return fmt.Errorf("adopt run %d of job %s: checkpoint %d belongs to run %d of job %s",
+				c.runID, c.jobID, inFlight.Epoch, inFlight.RunID, inFlight.JobID)
+		case inFlight.State != job.CheckpointInProgress && inFlight.State != job.CheckpointCommitting:
+			return fmt.Errorf("adopt run %d of job %s: checkpoint %d is %s, not in flight: pass nil",
+				c.runID, c.jobID, inFlight.Epoch, inFlight.State)
+		}
+	}
+	c.cmds = cmds
+	c.cmdsDirty = false
+	if inFlight == nil {
+		return nil
+	}
+	timeout := c.settings.CheckpointTimeout
+	if inFlight.ThenStop {
+		timeout = c.settings.FinalCheckpointTimeout
+	}
+	c.cp.begin(c, inFlight.Epoch, inFlight.ThenStop, timeout)
+	c.cp.startWall = inFlight.StartedAt
+	c.startedAny, c.lastStart = true, c.cp.startedAt
+	c.epoch = max(c.epoch, inFlight.Epoch)
+	c.nextEpoch = max(c.nextEpoch, inFlight.Epoch+1)
+	if inFlight.State == job.CheckpointCommitting {
+		rec := *inFlight
+		c.cp.committing, c.cp.committed = true, &rec
+		if c.cmds.Commit == nil || c.cmds.Commit.Epoch != inFlight.Epoch {
+			// The old leader recorded the decision but may not have asked
+			// the sinks yet; AdvanceCheckpoint writes the request.
+			c.cmds.Commit = &job.CommitCommand{Epoch: inFlight.Epoch}
+			c.cmdsDirty = true
+		}
+	}
+	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/weirstream/weir/core/job"
-	"github.com/weirstream/weir/core/protocol"
 	"github.com/weirstream/weir/core/store"
 )
 
@@ -407,11 +406,12 @@ func (c *JobController) workerName(w int32) string {
 	return c.workers[w].id
 }
 
-// checkpointReported counts one subtask's report of the in-flight epoch;
-// reports of other epochs and repeats are ignored.
-func (c *JobController) checkpointReported(t int32, ev *protocol.Event) {
+// checkpointReported counts one subtask's report that it completed epoch
+// (with the bytes it wrote and its restore metadata) if that is the epoch
+// in flight; reports of other epochs and repeats are ignored.
+func (c *JobController) checkpointReported(t int32, epoch, bytes int64, metadata string) {
 	cp := &c.cp
-	if !cp.active || cp.committing || ev.Epoch != cp.epoch {
+	if !cp.active || cp.committing || epoch != cp.epoch {
 		return
 	}
 	oi := c.opOf(t)
@@ -422,23 +422,24 @@ func (c *JobController) checkpointReported(t int32, ev *protocol.Event) {
 	}
 	cp.reported[oi][word] |= bit
 	cp.counts[oi]++
-	cp.bytes[oi] += ev.Bytes
-	if ev.Metadata != "" {
+	cp.bytes[oi] += bytes
+	if metadata != "" {
 		if cp.meta[oi] == nil {
 			cp.meta[oi] = make(map[int]string, c.ops[oi].parallelism)
 		}
-		cp.meta[oi][s] = ev.Metadata
+		cp.meta[oi][s] = metadata
 	}
 	if cp.counts[oi] == c.ops[oi].parallelism {
 		cp.opsDone++
 	}
 }
 
-// commitAcked counts one committing subtask's acknowledgement of the epoch
-// being committed.
-func (c *JobController) commitAcked(t int32, ev *protocol.Event) {
+// commitAcked counts one committing subtask's acknowledgement that it
+// committed epoch, if that is the epoch being committed; acks of other
+// epochs and repeats are ignored.
+func (c *JobController) commitAcked(t int32, epoch int64) {
 	cp := &c.cp
-	if !cp.active || !cp.committing || ev.Epoch != cp.epoch {
+	if !cp.active || !cp.committing || epoch != cp.epoch {
 		return
 	}
 	oi := c.opOf(t)

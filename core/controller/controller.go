@@ -30,9 +30,13 @@ var (
 	ErrCheckpointsFailing = errors.New("checkpoints keep failing")
 	// ErrCheckpointInFlight: a checkpoint was asked for while one is running.
 	ErrCheckpointInFlight = errors.New("a checkpoint is already in flight")
-	// ErrOtherRun: a message belongs to another run of the job; callers drop
-	// it quietly.
+	// ErrOtherRun: a message belongs to another run of the job; it is
+	// stale, and callers acknowledge and drop it.
 	ErrOtherRun = errors.New("message from another run of the job")
+	// ErrRefused: a message names what the run does not have (a worker,
+	// operator or subtask, or a subtask of another worker) and was not
+	// applied; redelivering it cannot help, so callers log and drop it.
+	ErrRefused = errors.New("message refused")
 )
 
 // Deps are what a JobController needs from outside.

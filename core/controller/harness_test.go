@@ -181,7 +181,7 @@ func (h *harness) newRun(runID int64) {
 func (h *harness) envelope(w string, hb *protocol.Heartbeat, evs ...protocol.Event) *protocol.Envelope {
 	h.seq[w]++
 	return &protocol.Envelope{
-		V: protocol.Version, JobID: testJob, RunID: h.runID, WorkerID: w,
+		V: protocol.V1, JobID: testJob, RunID: h.runID, WorkerID: w,
 		Seq: h.seq[w], SentAt: h.clk.Now(), Heartbeat: hb, Events: evs,
 	}
 }

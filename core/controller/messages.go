@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/weirstream/weir/core/job"
@@ -11,30 +10,36 @@ import (
 // HandleMessage applies one decoded envelope from a worker. An envelope of
 // another run returns an error wrapping ErrOtherRun. An envelope that names
 // a worker, operator or subtask the run does not have, or a subtask another
-// worker runs, is refused whole: it returns an error and changes nothing.
+// worker runs, is refused whole: it returns an error wrapping ErrRefused and
+// changes nothing. Any other envelope is applied (nil), which includes one
+// judged stale: a duplicate, or an old one whose state is already known.
 //
-// Delivery is at-least-once and unordered, so handling is idempotent: an
-// exact duplicate is skipped, an older envelope's events are applied (task
-// states only move forward and checkpoint reports and commit acks count
-// once per subtask), but only the newest envelope of a worker refreshes its
-// liveness and metrics, so a redelivered old message can neither hide a dead
-// worker nor turn counters back.
+// Delivery is at-least-once and unordered, and a v2 envelope carries the
+// worker's whole state, so handling is level-triggered and idempotent: an
+// exact duplicate is skipped; the state of every envelope, old or new, is
+// applied, and since it only moves forward (registration, task states, the
+// checkpoint of the epoch in flight and commit acks each count once per
+// subtask) an old envelope changes nothing a newer one has said, while any
+// envelope heals what a lost one would have said. Only the newest envelope
+// of a worker refreshes its liveness and metrics, so a redelivered old
+// message can neither hide a dead worker nor turn counters back. v1
+// envelopes (one-shot events) are applied by the same rules.
 func (c *JobController) HandleMessage(env *protocol.Envelope) error {
 	if env == nil {
-		return errors.New("empty envelope")
+		return fmt.Errorf("empty envelope: %w", ErrRefused)
 	}
 	if env.JobID != c.jobID {
-		return fmt.Errorf("envelope of job %s reached the controller of job %s", env.JobID, c.jobID)
+		return fmt.Errorf("envelope of job %s reached the controller of job %s: %w", env.JobID, c.jobID, ErrRefused)
 	}
 	if env.RunID != c.runID {
 		return fmt.Errorf("envelope of run %d from worker %s (current run %d): %w", env.RunID, env.WorkerID, c.runID, ErrOtherRun)
 	}
 	wi, ok := c.workerIndex[env.WorkerID]
 	if !ok {
-		return fmt.Errorf("worker %q is not one of the %d workers of run %d", env.WorkerID, len(c.workers), c.runID)
+		return fmt.Errorf("worker %q is not one of the %d workers of run %d: %w", env.WorkerID, len(c.workers), c.runID, ErrRefused)
 	}
 	if err := c.resolve(env, int32(wi)); err != nil {
-		return fmt.Errorf("envelope %d from worker %s refused: %w", env.Seq, env.WorkerID, err)
+		return fmt.Errorf("envelope %d from worker %s: %w: %w", env.Seq, env.WorkerID, ErrRefused, err)
 	}
 
 	w := &c.workers[wi]
@@ -49,11 +54,19 @@ func (c *JobController) HandleMessage(env *protocol.Envelope) error {
 		w.heard = true
 	}
 	idx := c.scratch
+	if env.V >= protocol.V2 {
+		c.register(w, env.Slots)
+		for i := range env.Tasks {
+			c.applyTask(w, idx[i], &env.Tasks[i], fresh)
+		}
+		idx = idx[len(env.Tasks):]
+	}
 	if env.Heartbeat != nil {
 		n := len(env.Heartbeat.Metrics)
 		if fresh {
 			for i := range env.Heartbeat.Metrics {
-				c.applyMetrics(idx[i], &env.Heartbeat.Metrics[i])
+				m := &env.Heartbeat.Metrics[i]
+				c.applyMetrics(idx[i], m.RecordsIn, m.RecordsOut, m.BytesIn, m.BytesOut, m.Backpressure, m.WatermarkMs)
 			}
 		}
 		idx = idx[n:]
@@ -94,11 +107,23 @@ func (w *worker) accept(seq uint64) (fresh, dup bool) {
 	return false, false
 }
 
-// resolve checks every metric and event of env against the layout and
-// stores the task index each names in c.scratch (metrics first, then
-// events; -1 for events that name no task).
+// resolve checks every task entry, metric and event of env against the
+// layout and stores the task index each names in c.scratch (task entries
+// first, then metrics, then events; -1 for events that name no task).
 func (c *JobController) resolve(env *protocol.Envelope, wi int32) error {
 	c.scratch = c.scratch[:0]
+	for i := range env.Tasks {
+		ts := &env.Tasks[i]
+		t, err := c.taskOf(ts.Operator, ts.Subtask, wi)
+		if err != nil {
+			return fmt.Errorf("tasks[%d]: %w", i, err)
+		}
+		// taskOf left the operator's index in lastOpIdx.
+		if ts.Committed != 0 && !c.ops[c.lastOpIdx].committing {
+			return fmt.Errorf("tasks[%d]: operator %s reports a committed epoch, but it is not a committing sink", i, ts.Operator)
+		}
+		c.scratch = append(c.scratch, t)
+	}
 	if env.Heartbeat != nil {
 		for i := range env.Heartbeat.Metrics {
 			m := &env.Heartbeat.Metrics[i]
@@ -176,35 +201,57 @@ func (c *JobController) opOf(t int32) int {
 	return 0
 }
 
+// register counts a worker as registered; slots is what it offers.
+func (c *JobController) register(w *worker, slots int) {
+	if w.registered {
+		return
+	}
+	w.registered = true
+	c.registered++
+	c.log.Info("worker registered", "worker", w.id, "slots", slots,
+		"registered", c.registered, "expected", len(c.workers))
+}
+
+// applyTask applies one subtask's state from a v2 envelope. Every part
+// only moves forward, so applying an old or repeated state is harmless;
+// metrics are only taken from the worker's newest envelope (fresh).
+func (c *JobController) applyTask(w *worker, t int32, ts *protocol.Task, fresh bool) {
+	switch ts.State {
+	case protocol.Running:
+		c.taskStarted(t)
+	case protocol.Finished:
+		c.taskFinished(t)
+	case protocol.Failed:
+		c.taskFailed(w, t, ts.Operator, ts.Subtask, ts.Error, ts.Domain, ts.Retry)
+	}
+	if ts.Checkpointed != 0 {
+		c.checkpointReported(t, ts.Checkpointed, ts.CheckpointBytes, ts.CheckpointMetadata)
+	}
+	if ts.Committed != 0 {
+		c.commitAcked(t, ts.Committed)
+	}
+	if fresh {
+		c.applyMetrics(t, ts.RecordsIn, ts.RecordsOut, ts.BytesIn, ts.BytesOut, ts.Backpressure, ts.WatermarkMs)
+	}
+}
+
 func (c *JobController) applyEvent(w *worker, t int32, ev *protocol.Event) {
 	switch ev.Kind {
 	case protocol.WorkerRegistered:
-		if !w.registered {
-			w.registered = true
-			c.registered++
-			c.log.Info("worker registered", "worker", w.id, "slots", ev.Slots,
-				"registered", c.registered, "expected", len(c.workers))
-		}
+		c.register(w, ev.Slots)
 	case protocol.TaskStarted:
 		c.taskStarted(t)
 	case protocol.TaskFinished:
-		c.taskStarted(t)
-		if c.tasks[t].state == taskRunning {
-			c.tasks[t].state = taskFinished
-			c.finished++
-			if c.ops[c.opOf(t)].source {
-				c.sourcesFinished++
-			}
-		}
+		c.taskFinished(t)
 	case protocol.TaskFailed:
-		c.taskFailed(w, t, ev)
+		c.taskFailed(w, t, ev.Operator, ev.Subtask, ev.Error, ev.Domain, ev.Retry)
 	case protocol.CheckpointEvent:
 		c.log.Debug("checkpoint progress", "worker", w.id, "operator", ev.Operator,
 			"subtask", ev.Subtask, "epoch", ev.Epoch, "phase", ev.Phase)
 	case protocol.CheckpointCompleted:
-		c.checkpointReported(t, ev)
+		c.checkpointReported(t, ev.Epoch, ev.Bytes, ev.Metadata)
 	case protocol.CommitFinished:
-		c.commitAcked(t, ev)
+		c.commitAcked(t, ev.Epoch)
 	case protocol.NonFatalError:
 		c.log.Warn("worker reported an error", "worker", w.id, "operator", ev.Operator,
 			"subtask", ev.Subtask, "domain", string(ev.Domain), "error", ev.Error)
@@ -218,7 +265,20 @@ func (c *JobController) taskStarted(t int32) {
 	}
 }
 
-func (c *JobController) taskFailed(w *worker, t int32, ev *protocol.Event) {
+// taskFinished moves a task to finished; one that finished without being
+// seen running counts as started too.
+func (c *JobController) taskFinished(t int32) {
+	c.taskStarted(t)
+	if c.tasks[t].state == taskRunning {
+		c.tasks[t].state = taskFinished
+		c.finished++
+		if c.ops[c.opOf(t)].source {
+			c.sourcesFinished++
+		}
+	}
+}
+
+func (c *JobController) taskFailed(w *worker, t int32, op string, subtask int, msg string, domain job.ErrorDomain, retry protocol.RetryHint) {
 	switch c.tasks[t].state {
 	case taskFinished, taskFailed:
 		return
@@ -227,19 +287,18 @@ func (c *JobController) taskFailed(w *worker, t int32, ev *protocol.Event) {
 	}
 	c.tasks[t].state = taskFailed
 	c.failed++
-	domain, retry := ev.Domain, ev.Retry
 	if domain == "" {
 		domain = job.DomainInternal
 	}
 	if retry == "" {
 		retry = protocol.RetryBackoff
 	}
-	c.log.Error("task failed", "worker", w.id, "operator", ev.Operator, "subtask", ev.Subtask,
-		"domain", string(domain), "retry", string(retry), "error", ev.Error)
+	c.log.Error("task failed", "worker", w.id, "operator", op, "subtask", subtask,
+		"domain", string(domain), "retry", string(retry), "error", msg)
 	if c.failure == nil {
 		c.failure = &TaskFailure{
-			WorkerID: w.id, Operator: ev.Operator, Subtask: ev.Subtask,
-			Message: ev.Error, Domain: domain, Retry: retry,
+			WorkerID: w.id, Operator: op, Subtask: subtask,
+			Message: msg, Domain: domain, Retry: retry,
 		}
 	}
 }

@@ -3,7 +3,6 @@ package controller
 import (
 	"time"
 
-	"github.com/weirstream/weir/core/protocol"
 	"github.com/weirstream/weir/core/telemetry"
 )
 
@@ -44,11 +43,11 @@ func (c *JobController) initMetrics() {
 	c.samples = make([]sample, min(n, 4096))
 }
 
-func (c *JobController) applyMetrics(t int32, m *protocol.TaskMetrics) {
+func (c *JobController) applyMetrics(t int32, recordsIn, recordsOut, bytesIn, bytesOut uint64, backpressure float64, watermarkMs int64) {
 	c.perTask[t] = taskMetrics{
-		recordsIn: m.RecordsIn, recordsOut: m.RecordsOut,
-		bytesIn: m.BytesIn, bytesOut: m.BytesOut,
-		backpressure: m.Backpressure, watermarkMs: m.WatermarkMs,
+		recordsIn: recordsIn, recordsOut: recordsOut,
+		bytesIn: bytesIn, bytesOut: bytesOut,
+		backpressure: backpressure, watermarkMs: watermarkMs,
 	}
 }
 

@@ -3,11 +3,14 @@ package controller
 import (
 	"fmt"
 	"time"
+
+	"github.com/weirstream/weir/core/protocol"
 )
 
 // Settings are the controller's tunables. Every one has a default taken from
-// the source system (or Flink where the source system has none) and can be
-// changed through the controller's flags or environment.
+// the source system (or Flink where the source system has none), except the
+// heartbeat time-out, which follows weir's cheaper heartbeat interval; each
+// can be changed through the controller's flags or environment.
 type Settings struct {
 	// ProgressInterval is the cadence of Progress in Running (and of the
 	// tick every other state is driven by).
@@ -15,6 +18,12 @@ type Settings struct {
 	// LogInterval is how often a running job logs a job_running event.
 	LogInterval time.Duration
 	// HeartbeatTimeout: a worker silent for this long is taken as dead.
+	// The default is five of the workers' default heartbeat intervals
+	// (protocol.DefaultHeartbeatTimeout), so a few lost envelopes never
+	// kill a healthy worker; a shorter time-out needs workers that send
+	// more often, which costs more (docs/protocol.md). Keep it below the
+	// restart policy's healthy duration, or a job whose workers keep dying
+	// counts as healthy and its restarts never run out.
 	HeartbeatTimeout time.Duration
 	// CheckpointTimeout fails a checkpoint that has not completed in time.
 	CheckpointTimeout time.Duration
@@ -57,7 +66,7 @@ func DefaultSettings() Settings {
 	return Settings{
 		ProgressInterval:            200 * time.Millisecond,
 		LogInterval:                 60 * time.Second,
-		HeartbeatTimeout:            30 * time.Second,
+		HeartbeatTimeout:            protocol.DefaultHeartbeatTimeout,
 		CheckpointTimeout:           10 * time.Minute,
 		MinCheckpointPause:          0,
 		TolerableCheckpointFailures: 0,

@@ -63,7 +63,10 @@ type Config struct {
 	Version int64 `json:"version"`
 	Spec    Spec  `json:"spec"`
 
-	Stop         StopMode    `json:"stop"`
+	Stop StopMode `json:"stop"`
+	// StopReason says who or what asked for the stop (an operator, the
+	// TTL), shown to operators.
+	StopReason   string      `json:"stop_reason,omitempty"`
 	RestartNonce string      `json:"restart_nonce,omitempty"`
 	RestartMode  RestartMode `json:"restart_mode,omitempty"`
 	// Parallelism overrides an operator's parallelism from the spec.

@@ -236,3 +236,72 @@ func TestGaugesAreForgottenWhenAJobRestsAndWhenTheTenureEnds(t *testing.T) {
 		t.Fatal("job b's gauges outlived the tenure")
 	}
 }
+
+// sendState puts a v2 envelope on the queue: the worker's whole state,
+// every task running.
+func (w *world) sendState(id job.ID, run int64, worker string, tasks []job.TaskAssignment) {
+	w.t.Helper()
+	key := string(id) + "/" + worker
+	w.seq[key]++
+	env := &protocol.Envelope{V: protocol.V2, JobID: id, RunID: run, WorkerID: worker, Seq: w.seq[key],
+		SentAt: w.clk.Now(), Slots: 1}
+	for _, a := range tasks {
+		env.Tasks = append(env.Tasks, protocol.Task{Operator: a.OperatorID, Subtask: a.Subtask, State: protocol.Running})
+	}
+	body, err := protocol.Encode(env)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.inbox.Send(body)
+}
+
+// A controller that takes over while a job's workers start adopts the run
+// (no new launch) and, because every heartbeat carries the worker's whole
+// state, reaches Running within one heartbeat interval, although the
+// registrations went to its predecessor.
+func TestTakeoverDuringSchedulingReachesRunningWithinAHeartbeat(t *testing.T) {
+	w := newWorld(t)
+	w.putJob("a", nil)
+	stop := w.run(1)
+	w.until("workers launched", func() bool { return len(w.fleet.Running("a")) > 0 })
+	cmds, err := w.store.GetCommands(w.ctx, "a")
+	for err != nil || cmds.Start == nil {
+		time.Sleep(time.Millisecond)
+		cmds, err = w.store.GetCommands(w.ctx, "a")
+	}
+	by := map[string][]job.TaskAssignment{}
+	for _, a := range cmds.Start.Assignments {
+		by[a.WorkerID] = append(by[a.WorkerID], a)
+	}
+	// The workers register with the first leader, whose tenure then ends
+	// before it has seen them all start.
+	for wk, as := range by {
+		w.sendState("a", 1, wk, as[:0])
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.status("a"); st.State != job.Scheduling {
+		t.Fatalf("job is %s at take-over, want Scheduling", st.State)
+	}
+	launches := len(w.fleet.Starts())
+	w.run(2)
+	start := w.clk.Now()
+	interval := protocol.DefaultHeartbeatInterval
+	w.until("job running under the new leader", func() bool {
+		// Each worker's next heartbeat, one interval after the last.
+		if w.clk.Now().Sub(start) >= interval/2 && !w.acted["beat"] {
+			w.acted["beat"] = true
+			for wk, as := range by {
+				w.sendState("a", 1, wk, as)
+			}
+		}
+		return w.stateIs("a", job.Running)()
+	})
+	if took := w.clk.Now().Sub(start); took > interval {
+		t.Fatalf("took %s to reach Running after the take-over, want within one heartbeat interval (%s)", took, interval)
+	}
+	if st := w.status("a"); st.RunID != 1 || len(w.fleet.Starts()) != launches {
+		t.Fatalf("run %d after %d launches (from %d): the take-over started a new run", st.RunID, len(w.fleet.Starts()), launches)
+	}
+}

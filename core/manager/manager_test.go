@@ -112,7 +112,7 @@ func (w *world) send(id job.ID, run int64, worker string, events ...protocol.Eve
 	key := string(id) + "/" + worker
 	w.seq[key]++
 	body, err := protocol.Encode(&protocol.Envelope{
-		V: protocol.Version, JobID: id, RunID: run, WorkerID: worker, Seq: w.seq[key],
+		V: protocol.V1, JobID: id, RunID: run, WorkerID: worker, Seq: w.seq[key],
 		SentAt: w.clk.Now(), Heartbeat: &protocol.Heartbeat{}, Events: events,
 	})
 	if err != nil {

@@ -24,31 +24,33 @@ type BuilderOptions struct {
 	Linger time.Duration
 }
 
-// Builder gathers what one worker has to tell the controller during one run
-// and cuts it into envelopes: one per heartbeat interval, sooner when
-// urgent news is waiting (see Kind.Urgent). Tasks call Add and SetMetrics
-// from any goroutine; one sending loop waits until Due (or Wake), calls
-// Flush and sends each body to the worker queue.
+// Builder keeps what one worker has to tell the controller during one run
+// and cuts it into v2 envelopes: one per heartbeat interval, sooner when a
+// subtask's state changed (see SetTask). Every envelope carries the whole
+// state, so nothing the controller needs depends on one message arriving.
+// Tasks call SetTask and Add from any goroutine; one sending loop waits
+// until Due (or Wake), calls Flush and sends each body to the worker queue.
 type Builder struct {
 	jobID     job.ID
 	runID     int64
 	workerID  string
+	slots     int
 	heartbeat time.Duration
 	linger    time.Duration
 	wake      chan struct{}
 
 	mu          sync.Mutex
 	seq         uint64
+	tasks       []Task // kept across flushes: the worker's current state
+	taskIndex   map[subtaskKey]int
 	events      []Event
-	metrics     []TaskMetrics
-	metricIndex map[subtaskKey]int
 	lastFlush   time.Time
 	urgentSince time.Time // zero while nothing urgent waits
 }
 
-// NewBuilder returns a Builder for one worker in one run of a job. It
-// checks the identity the same way Decode will.
-func NewBuilder(jobID job.ID, runID int64, workerID string, opts BuilderOptions) (*Builder, error) {
+// NewBuilder returns a Builder for one worker, offering slots task slots, in
+// one run of a job. It checks the identity the same way Decode will.
+func NewBuilder(jobID job.ID, runID int64, workerID string, slots int, opts BuilderOptions) (*Builder, error) {
 	if opts.Heartbeat == 0 {
 		opts.Heartbeat = DefaultHeartbeatInterval
 	}
@@ -58,63 +60,137 @@ func NewBuilder(jobID job.ID, runID int64, workerID string, opts BuilderOptions)
 	if opts.Heartbeat < 0 || opts.Linger < 0 {
 		return nil, fmt.Errorf("builder: heartbeat %s and linger %s must not be negative", opts.Heartbeat, opts.Linger)
 	}
-	probe := Envelope{V: Version, JobID: jobID, RunID: runID, WorkerID: workerID, Seq: 1, SentAt: time.Unix(0, 0), Heartbeat: &Heartbeat{}}
+	probe := Envelope{V: Version, JobID: jobID, RunID: runID, WorkerID: workerID, Seq: 1, SentAt: time.Unix(0, 0), Slots: slots}
 	if err := probe.Validate(); err != nil {
 		return nil, err
 	}
 	return &Builder{
-		jobID: jobID, runID: runID, workerID: workerID,
+		jobID: jobID, runID: runID, workerID: workerID, slots: slots,
 		heartbeat: opts.Heartbeat, linger: opts.Linger,
-		wake:        make(chan struct{}, 1),
-		metricIndex: map[subtaskKey]int{},
+		wake:      make(chan struct{}, 1),
+		taskIndex: map[subtaskKey]int{},
 	}, nil
 }
 
-// Add queues an event for the next envelope. It returns the validation
-// error, if any, at once, so a bad event is found where it is made. Urgent
-// events bring the next envelope forward and signal Wake.
-func (b *Builder) Add(now time.Time, ev Event) error {
-	if err := ev.Validate(); err != nil {
+// SetTask records one subtask's current state and counters; every envelope
+// from now on carries them until the next SetTask for the subtask. A change
+// the controller waits on or must act on (the state, the newest checkpointed
+// or committed epoch) brings the next envelope forward and signals Wake;
+// new counters alone wait for the heartbeat. A state or epoch that moves
+// back is refused: the controller would ignore it.
+func (b *Builder) SetTask(now time.Time, t Task) error {
+	return b.setTask(now, t, true)
+}
+
+// SetTaskLater records a subtask's state like SetTask, but never brings
+// the next envelope forward: for news the controller can wait for until
+// the next heartbeat (a commit acknowledged well before the next
+// checkpoint is due, say).
+func (b *Builder) SetTaskLater(t Task) error {
+	return b.setTask(time.Time{}, t, false)
+}
+
+func (b *Builder) setTask(now time.Time, t Task, urgentChanges bool) error {
+	if err := t.Validate(); err != nil {
 		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.events = append(b.events, ev)
-	if ev.Kind.Urgent() && b.urgentSince.IsZero() {
-		b.urgentSince = now
-		select {
-		case b.wake <- struct{}{}:
-		default:
+	k := subtaskKey{t.Operator, t.Subtask}
+	i, known := b.taskIndex[k]
+	prev := Task{State: Scheduled}
+	if known {
+		prev = b.tasks[i]
+	}
+	if err := forward(&prev, &t); err != nil {
+		return err
+	}
+	urgent := urgentChanges && (t.State != prev.State || t.Checkpointed != prev.Checkpointed || t.Committed != prev.Committed)
+	if known {
+		b.tasks[i] = t
+	} else {
+		// A bound well above any real worker, so a runaway caller fails
+		// here rather than sending dozens of envelopes per heartbeat.
+		if len(b.tasks) >= 16*MaxTasks {
+			return fieldErr("task", "more than %d subtasks on one worker: too many to report", 16*MaxTasks)
 		}
+		b.taskIndex[k] = len(b.tasks)
+		b.tasks = append(b.tasks, t)
+	}
+	if urgent {
+		b.markUrgent(now)
 	}
 	return nil
 }
 
-// SetMetrics records one subtask's current counters for the next envelope,
-// replacing what was set for it since the last Flush. Metrics are not kept
-// across flushes: set them for every running subtask before each one.
-func (b *Builder) SetMetrics(m TaskMetrics) error {
-	if err := m.validate(); err != nil {
-		return within("metrics", err)
+// forward checks that a subtask's new state does not go back on the old.
+func forward(prev, next *Task) error {
+	if rank(next.State) < rank(prev.State) || (prev.State == Finished || prev.State == Failed) && next.State != prev.State {
+		return fieldErr("task.state", "%s[%d] cannot move from %s to %s: a subtask's state only moves forward", next.Operator, next.Subtask, prev.State, next.State)
+	}
+	if next.Checkpointed < prev.Checkpointed {
+		return fieldErr("task.checkpointed", "%s[%d] went back from epoch %d to %d: report the newest epoch completed", next.Operator, next.Subtask, prev.Checkpointed, next.Checkpointed)
+	}
+	if next.Committed < prev.Committed {
+		return fieldErr("task.committed", "%s[%d] went back from epoch %d to %d: report the newest epoch committed", next.Operator, next.Subtask, prev.Committed, next.Committed)
+	}
+	return nil
+}
+
+func rank(s TaskState) int {
+	switch s {
+	case Running:
+		return 1
+	case Finished, Failed:
+		return 2
+	}
+	return 0
+}
+
+// Task returns the state last set for a subtask, if any.
+func (b *Builder) Task(op string, subtask int) (Task, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	i, ok := b.taskIndex[subtaskKey{op, subtask}]
+	if !ok {
+		return Task{}, false
+	}
+	return b.tasks[i], true
+}
+
+// Add queues an event (checkpoint_event or error: the only kinds of v2) for
+// the next envelope. It returns the validation error, if any, at once, so a
+// bad event is found where it is made. Events are informational: they wait
+// for the next envelope.
+func (b *Builder) Add(ev Event) error {
+	if err := ev.Validate(); err != nil {
+		return err
+	}
+	if !ev.Kind.InV2() {
+		return fieldErr("event.kind", "%s is an event of protocol v1 only: in v2 %s (Builder.SetTask)", ev.Kind, v2Instead(ev.Kind))
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	k := subtaskKey{m.Operator, m.Subtask}
-	if i, ok := b.metricIndex[k]; ok {
-		b.metrics[i] = m
-		return nil
-	}
-	if len(b.metrics) >= MaxMetrics {
-		return fieldErr("metrics", "more than %d subtasks on one worker: protocol v%d cannot report them all", MaxMetrics, Version)
-	}
-	b.metricIndex[k] = len(b.metrics)
-	b.metrics = append(b.metrics, m)
+	b.events = append(b.events, ev)
 	return nil
 }
 
+// markUrgent brings the next envelope forward; b.mu is held.
+func (b *Builder) markUrgent(now time.Time) {
+	if !b.urgentSince.IsZero() {
+		return
+	}
+	b.urgentSince = now
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
 // Due is when the next envelope should be sent: a heartbeat interval after
-// the last one, or a linger after the first urgent event waiting, whichever
-// is sooner. Before the first Flush it is the zero time: send at once.
+// the last one, or a linger after the first urgent change waiting,
+// whichever is sooner. Before the first Flush it is the zero time: send at
+// once, which registers the worker.
 func (b *Builder) Due() time.Time {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -141,11 +217,12 @@ func (b *Builder) Pending() int {
 	return len(b.events)
 }
 
-// Flush returns the encoded envelopes that carry everything gathered since
-// the last Flush, and starts gathering afresh. It returns one envelope,
-// carrying a heartbeat even when there is nothing else to say, unless the
-// news is too much for one (MaxEvents, MaxMetrics, MaxEnvelopeBytes); then
-// it returns several, in order, each with its own seq. Send them all.
+// Flush returns the encoded envelopes that carry the worker's whole state
+// and the events gathered since the last Flush, and starts gathering events
+// afresh (the state stays). It returns one envelope unless the state and
+// news are too much for one (MaxTasks, MaxEvents, MaxEnvelopeBytes); then
+// it returns several, in order, each with its own seq and the worker's
+// slots. Send them all.
 func (b *Builder) Flush(now time.Time) ([][]byte, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -159,31 +236,29 @@ func (b *Builder) Flush(now time.Time) ([][]byte, error) {
 			return nil, fmt.Errorf("builder: envelope %d of %d: %w", i+1, len(envs), err)
 		}
 	}
-	// Only now that every body is ready is the news taken off the queue.
+	// Only now that every body is ready are the events taken off the queue.
 	b.seq += uint64(len(envs))
 	b.events = nil
-	b.metrics = nil
-	clear(b.metricIndex)
 	b.lastFlush = now
 	b.urgentSince = time.Time{}
 	return bodies, nil
 }
 
-// pack spreads the waiting metrics and events over as few envelopes as the
-// limits allow, keeping their order.
+// pack spreads the tasks and the waiting events over as few envelopes as
+// the limits allow, keeping their order.
 func (b *Builder) pack(now time.Time) ([]*Envelope, error) {
 	newEnvelope := func(n int) *Envelope {
 		return &Envelope{V: Version, JobID: b.jobID, RunID: b.runID, WorkerID: b.workerID,
-			Seq: b.seq + uint64(n) + 1, SentAt: now, Heartbeat: &Heartbeat{}}
+			Seq: b.seq + uint64(n) + 1, SentAt: now, Slots: b.slots}
 	}
-	// The largest an envelope is before any metric or event: the longest
+	// The largest an envelope is before any task or event: the longest
 	// seq, plus the brackets of both lists.
 	head, err := json.Marshal(&Envelope{V: Version, JobID: b.jobID, RunID: b.runID, WorkerID: b.workerID,
-		Seq: math.MaxUint64, SentAt: now, Heartbeat: &Heartbeat{}})
+		Seq: math.MaxUint64, SentAt: now, Slots: b.slots})
 	if err != nil {
 		return nil, fmt.Errorf("builder: %w", err)
 	}
-	budget := MaxEnvelopeBytes - len(head) - len(`,"metrics":[]`) - len(`,"events":[]`)
+	budget := MaxEnvelopeBytes - len(head) - len(`,"tasks":[]`) - len(`,"events":[]`)
 
 	envs := []*Envelope{newEnvelope(0)}
 	cur, used := envs[0], 0
@@ -197,13 +272,13 @@ func (b *Builder) pack(now time.Time) ([]*Envelope, error) {
 		}
 		used += n + 1
 	}
-	for _, m := range b.metrics {
-		data, err := json.Marshal(m)
+	for _, t := range b.tasks {
+		data, err := json.Marshal(t)
 		if err != nil {
-			return nil, fmt.Errorf("builder: metrics of %s/%d: %w", m.Operator, m.Subtask, err)
+			return nil, fmt.Errorf("builder: state of %s/%d: %w", t.Operator, t.Subtask, err)
 		}
-		fit(len(data), len(cur.Heartbeat.Metrics) >= MaxMetrics)
-		cur.Heartbeat.Metrics = append(cur.Heartbeat.Metrics, m)
+		fit(len(data), len(cur.Tasks) >= MaxTasks)
+		cur.Tasks = append(cur.Tasks, t)
 	}
 	for _, ev := range b.events {
 		data, err := json.Marshal(ev)

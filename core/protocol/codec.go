@@ -12,10 +12,10 @@ import (
 	"time"
 )
 
-// Decode parses and validates one envelope. It rejects what the controller
-// cannot act on: bodies over MaxEnvelopeBytes, bad JSON, fields protocol v1
-// does not have, another protocol version (the error matches
-// ErrUnsupportedVersion), and anything Validate rejects. Every error is a
+// Decode parses and validates one envelope of protocol v1 or v2. It rejects
+// what the controller cannot act on: bodies over MaxEnvelopeBytes, bad JSON,
+// fields the envelope's version does not have, another protocol version
+// (the error matches ErrUnsupportedVersion), and anything Validate rejects. Every error is a
 // *FieldError naming the field at fault.
 func Decode(data []byte) (*Envelope, error) {
 	if len(data) > MaxEnvelopeBytes {
@@ -43,6 +43,9 @@ func Decode(data []byte) (*Envelope, error) {
 func (e *Envelope) normalize() {
 	if len(e.Events) == 0 {
 		e.Events = nil
+	}
+	if len(e.Tasks) == 0 {
+		e.Tasks = nil
 	}
 	if e.Heartbeat != nil && len(e.Heartbeat.Metrics) == 0 {
 		e.Heartbeat.Metrics = nil
@@ -75,8 +78,12 @@ func decodeError(data []byte, err error) error {
 	var probe struct {
 		V *int `json:"v"`
 	}
-	if json.Unmarshal(data, &probe) == nil && probe.V != nil && *probe.V != Version {
-		return (&Envelope{V: *probe.V}).Validate()
+	version := Version
+	if json.Unmarshal(data, &probe) == nil && probe.V != nil {
+		if *probe.V != V1 && *probe.V != V2 {
+			return (&Envelope{V: *probe.V}).Validate()
+		}
+		version = *probe.V
 	}
 
 	var syntax *json.SyntaxError
@@ -100,7 +107,7 @@ func decodeError(data []byte, err error) error {
 		return fieldErr("sent_at", "%q is not a time: use RFC 3339, such as 2026-03-01T12:00:05.012Z", badTime.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		if path := unknownField(data); path != "" {
-			return fieldErr(path, "is not a field of protocol v%d: leave it out (field names are listed in docs/protocol.md)", Version)
+			return fieldErr(path, "is not a field of protocol v%d: leave it out (field names are listed in docs/protocol.md)", version)
 		}
 	}
 	return fieldErr("", "envelope cannot be read: %v", err)
@@ -294,6 +301,19 @@ func (e *Envelope) String() string {
 	fmt.Fprintf(&b, "v%d job=%s run=%d worker=%s seq=%d", e.V, e.JobID, e.RunID, e.WorkerID, e.Seq)
 	if e.Heartbeat != nil {
 		fmt.Fprintf(&b, " heartbeat(%d metrics)", len(e.Heartbeat.Metrics))
+	}
+	if e.V >= V2 {
+		fmt.Fprintf(&b, " slots=%d", e.Slots)
+		for i := range e.Tasks {
+			t := &e.Tasks[i]
+			fmt.Fprintf(&b, " %s/%d:%s", t.Operator, t.Subtask, t.State)
+			if t.Checkpointed != 0 {
+				fmt.Fprintf(&b, "@%d", t.Checkpointed)
+			}
+			if t.Committed != 0 {
+				fmt.Fprintf(&b, "+%d", t.Committed)
+			}
+		}
 	}
 	for _, ev := range e.Events {
 		b.WriteString(" ")

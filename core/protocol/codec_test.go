@@ -12,10 +12,11 @@ import (
 
 var sentAt = time.Date(2026, 3, 1, 12, 0, 0, 250_000_000, time.UTC)
 
-// fullEnvelope carries a heartbeat and one event of every kind.
+// fullEnvelope is a v1 envelope with a heartbeat and one event of every
+// kind.
 func fullEnvelope() *Envelope {
 	return &Envelope{
-		V: Version, JobID: "orders-enrich", RunID: 3, WorkerID: "w-1", Seq: 42, SentAt: sentAt,
+		V: V1, JobID: "orders-enrich", RunID: 3, WorkerID: "w-1", Seq: 42, SentAt: sentAt,
 		Heartbeat: &Heartbeat{Metrics: []TaskMetrics{
 			{Operator: "source", Subtask: 0, RecordsIn: 10, RecordsOut: 10, BytesIn: 900, BytesOut: 800, Backpressure: 0.25, WatermarkMs: 1_772_366_400_000},
 			{Operator: "sink", Subtask: 1, RecordsIn: 10, Backpressure: 1},
@@ -33,6 +34,30 @@ func fullEnvelope() *Envelope {
 	}
 }
 
+// fullEnvelopeV2 is a v2 envelope with a subtask in every state and both
+// kinds of v2 event.
+func fullEnvelopeV2() *Envelope {
+	return &Envelope{
+		V: V2, JobID: "orders-enrich", RunID: 3, WorkerID: "w-1", Seq: 42, SentAt: sentAt, Slots: 4,
+		Tasks: []Task{
+			{Operator: "source", Subtask: 0, State: Running, RecordsIn: 10, RecordsOut: 10, BytesIn: 900, BytesOut: 800,
+				Backpressure: 0.25, WatermarkMs: 1_772_366_400_000, Checkpointed: 7, CheckpointBytes: 4096, CheckpointMetadata: "s3://bucket/orders/7/source-0"},
+			{Operator: "sink", Subtask: 1, State: Failed, RecordsIn: 10, Backpressure: 1, Checkpointed: 7, Committed: 7,
+				Error: "connection refused", Domain: "external", Retry: RetryBackoff},
+			{Operator: "sink", Subtask: 0, State: Finished, Checkpointed: 7, Committed: 7},
+			{Operator: "map", Subtask: 0, State: Scheduled},
+		},
+		Events: []Event{
+			{Kind: CheckpointEvent, Operator: "source", Subtask: 0, Epoch: 8, Phase: PhaseSyncFinished},
+			{Kind: NonFatalError, Operator: "sink", Subtask: 1, Error: "slow flush", Domain: "external"},
+		},
+	}
+}
+
+func taskAt(i int, f func(t *Task)) func(*Envelope) {
+	return func(e *Envelope) { f(&e.Tasks[i]) }
+}
+
 func mustEncode(t testing.TB, e *Envelope) []byte {
 	t.Helper()
 	data, err := Encode(e)
@@ -44,7 +69,11 @@ func mustEncode(t testing.TB, e *Envelope) []byte {
 
 func TestRoundTrip(t *testing.T) {
 	cases := map[string]*Envelope{
-		"full": fullEnvelope(),
+		"full":    fullEnvelope(),
+		"full v2": fullEnvelopeV2(),
+		"v2 registration only": {
+			V: V2, JobID: "j", RunID: 1, WorkerID: "w", Seq: 1, SentAt: sentAt, Slots: 1,
+		},
 		"heartbeat only": {
 			V: 1, JobID: "j", RunID: 1, WorkerID: "w", Seq: 1, SentAt: sentAt, Heartbeat: &Heartbeat{},
 		},
@@ -167,6 +196,80 @@ func rejections() []rejection {
 	}
 }
 
+// rejectionsV2 are the v2 envelopes Decode must refuse.
+func rejectionsV2() []rejection {
+	return []rejection{
+		{"slots missing", func(e *Envelope) { e.Slots = 0 }, "slots", "from 1 to 1024"},
+		{"too many slots", func(e *Envelope) { e.Slots = MaxSlots + 1 }, "slots", "got 1025"},
+		{"a v1 heartbeat", func(e *Envelope) { e.Heartbeat = &Heartbeat{} }, "heartbeat", "field of protocol v1, not v2"},
+		{"a v1 event", func(e *Envelope) {
+			e.Events = append(e.Events, Event{Kind: TaskStarted, Operator: "source"})
+		}, "events[2].kind", "tasks[].state"},
+		{"registration event", func(e *Envelope) { e.Events[0] = Event{Kind: WorkerRegistered, Slots: 4} }, "events[0].kind", "every envelope registers"},
+		{"too many tasks", func(e *Envelope) {
+			e.Tasks = make([]Task, MaxTasks+1)
+			for i := range e.Tasks {
+				e.Tasks[i] = Task{Operator: "o", Subtask: i, State: Running}
+			}
+		}, "tasks", "more than the 512"},
+		{"task repeated", taskAt(3, func(t *Task) { t.Operator = "source" }), "tasks[3]", `repeats op "source" subtask 0 of tasks[0]`},
+		{"task op missing", taskAt(1, func(t *Task) { t.Operator = "" }), "tasks[1].op", "missing"},
+		{"task subtask too high", taskAt(0, func(t *Task) { t.Subtask = 4096 }), "tasks[0].subtask", "got 4096"},
+		{"task state missing", taskAt(0, func(t *Task) { t.State = "" }), "tasks[0].state", "missing: use one of scheduled, running, finished, failed"},
+		{"task state unknown", taskAt(0, func(t *Task) { t.State = "paused" }), "tasks[0].state", `"paused" is unknown`},
+		{"task backpressure", taskAt(0, func(t *Task) { t.Backpressure = 2 }), "tasks[0].backpressure", "0 to 1"},
+		{"task watermark", taskAt(0, func(t *Task) { t.WatermarkMs = -1 }), "tasks[0].watermark_ms", "negative"},
+		{"checkpointed negative", taskAt(0, func(t *Task) { t.Checkpointed = -1 }), "tasks[0].checkpointed", "negative"},
+		{"checkpoint bytes negative", taskAt(0, func(t *Task) { t.CheckpointBytes = -1 }), "tasks[0].checkpoint_bytes", "negative"},
+		{"checkpoint bytes without epoch", taskAt(3, func(t *Task) { t.CheckpointBytes = 1 }), "tasks[3].checkpoint_bytes", "set checkpointed"},
+		{"checkpoint metadata without epoch", taskAt(3, func(t *Task) { t.CheckpointMetadata = "m" }), "tasks[3].checkpoint_metadata", "set checkpointed"},
+		{"checkpoint metadata too long", taskAt(0, func(t *Task) { t.CheckpointMetadata = strings.Repeat("m", MaxMetadataBytes+1) }), "tasks[0].checkpoint_metadata", "more than 1024"},
+		{"committed negative", taskAt(2, func(t *Task) { t.Committed = -3 }), "tasks[2].committed", "negative"},
+		{"error while running", taskAt(0, func(t *Task) { t.Error = "x" }), "tasks[0].error", "only set while the subtask has failed"},
+		{"retry while finished", taskAt(2, func(t *Task) { t.Retry = RetryNone }), "tasks[2].retry", "only set while"},
+		{"failure without error", taskAt(1, func(t *Task) { t.Error = "" }), "tasks[1].error", "missing"},
+		{"failure without domain", taskAt(1, func(t *Task) { t.Domain = "" }), "tasks[1].domain", "missing"},
+		{"failure unknown retry", taskAt(1, func(t *Task) { t.Retry = "later" }), "tasks[1].retry", `"later" is unknown`},
+	}
+}
+
+func TestDecodeRejectsV2(t *testing.T) {
+	for _, r := range rejectionsV2() {
+		t.Run(r.name, func(t *testing.T) {
+			env := fullEnvelopeV2()
+			r.mutate(env)
+			body, err := json.Marshal(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Decode(body)
+			assertFieldError(t, err, r.field, r.problem)
+			_, err = Encode(env)
+			assertFieldError(t, err, r.field, r.problem)
+		})
+	}
+}
+
+// TestV2FieldsInV1AreMalformed: a v1 envelope that uses what only v2 has
+// is refused with the path of the field, not half-applied.
+func TestV2FieldsInV1AreMalformed(t *testing.T) {
+	valid := string(mustEncode(t, fullEnvelope()))
+	cases := []struct{ name, body, field, problem string }{
+		{"slots", strings.Replace(valid, `"seq":42`, `"seq":42,"slots":4`, 1), "slots", "field of protocol v2, not v1"},
+		{"tasks", strings.Replace(valid, `"seq":42`, `"seq":42,"tasks":[{"op":"source","subtask":0,"state":"running"}]`, 1), "tasks", "field of protocol v2, not v1"},
+		{"task field in a metric", strings.Replace(valid, `"backpressure":1`, `"backpressure":1,"state":"running"`, 1), "heartbeat.metrics[1].state", "not a field of protocol v1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Decode([]byte(c.body))
+			assertFieldError(t, err, c.field, c.problem)
+		})
+	}
+	v2 := string(mustEncode(t, fullEnvelopeV2()))
+	_, err := Decode([]byte(strings.Replace(v2, `"state":"running"`, `"state":"running","lag":3`, 1)))
+	assertFieldError(t, err, "tasks[0].lag", "not a field of protocol v2")
+}
+
 func TestDecodeRejects(t *testing.T) {
 	for _, r := range rejections() {
 		t.Run(r.name, func(t *testing.T) {
@@ -240,10 +343,10 @@ func TestDecodeRejectsRawBodies(t *testing.T) {
 
 func TestDecodeUnsupportedVersion(t *testing.T) {
 	for _, body := range []string{
-		strings.Replace(string(mustEncode(t, fullEnvelope())), `"v":1`, `"v":2`, 1),
-		// A v2 envelope with fields v1 does not know is still reported as a
-		// version mismatch, not as an unknown field.
-		`{"v":2,"job":"j","run":1,"worker":"w","seq":1,"priority":"high"}`,
+		strings.Replace(string(mustEncode(t, fullEnvelope())), `"v":1`, `"v":3`, 1),
+		// A v3 envelope with fields this side does not know is still
+		// reported as a version mismatch, not as an unknown field.
+		`{"v":3,"job":"j","run":1,"worker":"w","seq":1,"priority":"high"}`,
 		`{"v":-1}`,
 	} {
 		_, err := Decode([]byte(body))
@@ -251,7 +354,7 @@ func TestDecodeUnsupportedVersion(t *testing.T) {
 			t.Fatalf("Decode(%s) = %v, want ErrUnsupportedVersion", body, err)
 		}
 		var fe *FieldError
-		if !errors.As(err, &fe) || fe.Field != "v" || !strings.Contains(err.Error(), "speaks version 1") {
+		if !errors.As(err, &fe) || fe.Field != "v" || !strings.Contains(err.Error(), "speaks versions 1 and 2") {
 			t.Fatalf("error %q does not name v and the version spoken", err)
 		}
 	}
@@ -304,6 +407,12 @@ func TestUrgentKinds(t *testing.T) {
 func TestEnvelopeString(t *testing.T) {
 	got := fullEnvelope().String()
 	for _, want := range []string{"v1 job=orders-enrich run=3 worker=w-1 seq=42", "heartbeat(2 metrics)", "checkpoint_completed(source/0@7)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("String() = %q, lacks %q", got, want)
+		}
+	}
+	got = fullEnvelopeV2().String()
+	for _, want := range []string{"v2 job=orders-enrich", "slots=4", "source/0:running@7", "sink/1:failed@7+7", "checkpoint_event(source/0@8)"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("String() = %q, lacks %q", got, want)
 		}

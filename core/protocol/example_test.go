@@ -8,10 +8,11 @@ import (
 )
 
 // A worker's sending loop, driven here by hand: the first envelope goes at
-// once, informational news waits for the heartbeat, and a checkpoint
-// completion brings the next envelope forward by no more than the linger.
+// once and registers the worker, new counters and informational events wait
+// for the heartbeat, and a checkpoint completion brings the next envelope
+// forward by no more than the linger.
 func ExampleBuilder() {
-	b, err := protocol.NewBuilder("orders-enrich", 3, "w-0", protocol.BuilderOptions{})
+	b, err := protocol.NewBuilder("orders-enrich", 3, "w-0", 2, protocol.BuilderOptions{})
 	if err != nil {
 		panic(err)
 	}
@@ -26,19 +27,19 @@ func ExampleBuilder() {
 		}
 	}
 
-	_ = b.Add(t0, protocol.Event{Kind: protocol.WorkerRegistered, Slots: 2})
 	send(t0)
 
-	_ = b.Add(t0.Add(time.Second), protocol.Event{Kind: protocol.CheckpointEvent, Operator: "source", Epoch: 1, Phase: protocol.PhaseCheckpointStarted})
+	_ = b.SetTask(t0.Add(time.Second), protocol.Task{Operator: "source", State: protocol.Running, RecordsIn: 40, RecordsOut: 40})
+	_ = b.Add(protocol.Event{Kind: protocol.CheckpointEvent, Operator: "source", Epoch: 1, Phase: protocol.PhaseCheckpointStarted})
 	fmt.Println("due", b.Due().Sub(t0))
-	_ = b.Add(t0.Add(2*time.Second), protocol.Event{Kind: protocol.CheckpointCompleted, Operator: "source", Epoch: 1, Bytes: 512})
+	_ = b.SetTask(t0.Add(2*time.Second), protocol.Task{Operator: "source", State: protocol.Running, RecordsIn: 100, RecordsOut: 100,
+		Checkpointed: 1, CheckpointBytes: 512})
 	fmt.Println("due", b.Due().Sub(t0))
-	_ = b.SetMetrics(protocol.TaskMetrics{Operator: "source", RecordsIn: 100, RecordsOut: 100})
 	send(b.Due())
 
 	// Output:
-	// {"v":1,"job":"orders-enrich","run":3,"worker":"w-0","seq":1,"sent_at":"2026-03-01T12:00:00Z","heartbeat":{},"events":[{"kind":"worker_registered","subtask":0,"slots":2}]}
-	// due 5s
-	// due 2.1s
-	// {"v":1,"job":"orders-enrich","run":3,"worker":"w-0","seq":2,"sent_at":"2026-03-01T12:00:02.1Z","heartbeat":{"metrics":[{"op":"source","subtask":0,"records_in":100,"records_out":100,"bytes_in":0,"bytes_out":0,"backpressure":0}]},"events":[{"kind":"checkpoint_event","op":"source","subtask":0,"epoch":1,"phase":"checkpoint_started"},{"kind":"checkpoint_completed","op":"source","subtask":0,"epoch":1,"bytes":512}]}
+	// {"v":2,"job":"orders-enrich","run":3,"worker":"w-0","seq":1,"sent_at":"2026-03-01T12:00:00Z","slots":2}
+	// due 1.1s
+	// due 1.1s
+	// {"v":2,"job":"orders-enrich","run":3,"worker":"w-0","seq":2,"sent_at":"2026-03-01T12:00:01.1Z","slots":2,"tasks":[{"op":"source","subtask":0,"state":"running","records_in":100,"records_out":100,"checkpointed":1,"checkpoint_bytes":512}],"events":[{"kind":"checkpoint_event","op":"source","subtask":0,"epoch":1,"phase":"checkpoint_started"}]}
 }

@@ -12,12 +12,22 @@ import (
 func FuzzDecode(f *testing.F) {
 	f.Add(mustEncode(f, fullEnvelope()))
 	f.Add(mustEncode(f, heartbeatEnvelope(8)))
+	f.Add(mustEncode(f, fullEnvelopeV2()))
+	f.Add(mustEncode(f, heartbeatEnvelopeV1(8)))
 	f.Add([]byte(`{"v":1,"job":"j","run":1,"worker":"w","seq":1,"sent_at":"2026-03-01T14:00:00+02:00","heartbeat":{}}`))
-	f.Add([]byte(`{"v":2,"job":"j"}`))
+	f.Add([]byte(`{"v":3,"job":"j"}`))
+	f.Add([]byte(`{"v":2,"job":"j","run":1,"worker":"w","seq":1,"sent_at":"2026-03-01T14:00:00+02:00","slots":1,"tasks":[{"op":"o","subtask":0,"state":"running"}]}`))
 	f.Add([]byte(`{"V":1,"JOB":"j","run":1,"worker":"w","seq":1,"sent_at":"0000-01-01T00:30:00+01:00","heartbeat":{}}`))
 	f.Add([]byte(`[{"events":[{"epoch":"x"}]}]`))
 	for _, r := range rejections() {
 		env := fullEnvelope()
+		r.mutate(env)
+		if body, err := json.Marshal(env); err == nil && len(body) < 4096 {
+			f.Add(body)
+		}
+	}
+	for _, r := range rejectionsV2() {
+		env := fullEnvelopeV2()
 		r.mutate(env)
 		if body, err := json.Marshal(env); err == nil && len(body) < 4096 {
 			f.Add(body)

@@ -40,8 +40,9 @@ func fieldErr(field, format string, args ...any) *FieldError {
 }
 
 // Validate checks everything Decode checks after parsing: the version, the
-// identity of the sender, and each metric and event against the rules of
-// its kind. It returns a *FieldError naming the first field at fault.
+// identity of the sender, the fields of the envelope's version, and each
+// task, metric and event against its rules. It returns a *FieldError naming
+// the first field at fault.
 func (e *Envelope) Validate() error {
 	if e == nil {
 		return fieldErr("", "envelope is missing")
@@ -49,10 +50,10 @@ func (e *Envelope) Validate() error {
 	switch {
 	case e.V == 0:
 		return fieldErr("v", "missing: set it to the protocol version, %d", Version)
-	case e.V != Version:
+	case e.V != V1 && e.V != V2:
 		return &FieldError{
 			Field:   "v",
-			Problem: fmt.Sprintf("version %d is not supported: this side speaks version %d, so upgrade the controller or run workers that speak %d", e.V, Version, Version),
+			Problem: fmt.Sprintf("version %d is not supported: this side speaks versions %d and %d, so upgrade the controller or run workers that speak %d", e.V, V1, V2, Version),
 			err:     ErrUnsupportedVersion,
 		}
 	}
@@ -77,13 +78,14 @@ func (e *Envelope) Validate() error {
 	if y := e.SentAt.UTC().Year(); y < 0 || y > 9999 {
 		return fieldErr("sent_at", "year %d is out of range", y)
 	}
-	if e.Heartbeat == nil && len(e.Events) == 0 {
-		return fieldErr("heartbeat", "missing: an envelope without events must carry a heartbeat")
+	var err error
+	if e.V == V1 {
+		err = e.validateV1()
+	} else {
+		err = e.validateV2()
 	}
-	if e.Heartbeat != nil {
-		if err := e.Heartbeat.validate(); err != nil {
-			return within("heartbeat", err)
-		}
+	if err != nil {
+		return err
 	}
 	if n := len(e.Events); n > MaxEvents {
 		return fieldErr("events", "%d events are more than the %d one envelope may carry: send the rest in the next envelope", n, MaxEvents)
@@ -92,6 +94,123 @@ func (e *Envelope) Validate() error {
 		if err := e.Events[i].validate(); err != nil {
 			return within(fmt.Sprintf("events[%d]", i), err)
 		}
+		if k := e.Events[i].Kind; e.V == V2 && !k.InV2() {
+			return fieldErr(fmt.Sprintf("events[%d].kind", i), "%s is an event of protocol v1 only: in v2 %s", k, v2Instead(k))
+		}
+	}
+	return nil
+}
+
+func (e *Envelope) validateV1() error {
+	if e.Slots != 0 {
+		return fieldErr("slots", "is a field of protocol v2, not v1: set v to 2, or register with a worker_registered event")
+	}
+	if e.Tasks != nil {
+		return fieldErr("tasks", "is a field of protocol v2, not v1: set v to 2, or report metrics in heartbeat.metrics")
+	}
+	if e.Heartbeat == nil && len(e.Events) == 0 {
+		return fieldErr("heartbeat", "missing: an envelope without events must carry a heartbeat")
+	}
+	if e.Heartbeat != nil {
+		if err := e.Heartbeat.validate(); err != nil {
+			return within("heartbeat", err)
+		}
+	}
+	return nil
+}
+
+func (e *Envelope) validateV2() error {
+	if e.Heartbeat != nil {
+		return fieldErr("heartbeat", "is a field of protocol v1, not v2: every v2 envelope is a heartbeat; put each subtask's metrics in its tasks entry")
+	}
+	if e.Slots < 1 || e.Slots > MaxSlots {
+		return fieldErr("slots", "must be from 1 to %d (got %d): say how many task slots the worker offers, in every envelope", MaxSlots, e.Slots)
+	}
+	if n := len(e.Tasks); n > MaxTasks {
+		return fieldErr("tasks", "%d entries are more than the %d one envelope may carry: report the rest in the next envelope", n, MaxTasks)
+	}
+	for i := range e.Tasks {
+		if err := e.Tasks[i].validate(); err != nil {
+			return within(fmt.Sprintf("tasks[%d]", i), err)
+		}
+	}
+	if i, j, dup := repeated(e.Tasks, func(t *Task) subtaskKey { return subtaskKey{t.Operator, t.Subtask} }); dup {
+		t := &e.Tasks[j]
+		return fieldErr(fmt.Sprintf("tasks[%d]", j), "repeats op %q subtask %d of tasks[%d]: report each subtask once", t.Operator, t.Subtask, i)
+	}
+	return nil
+}
+
+// v2Instead says where v1 news of kind k goes in a v2 envelope.
+func v2Instead(k Kind) string {
+	switch k {
+	case WorkerRegistered:
+		return "every envelope registers the worker with its slots"
+	case TaskStarted, TaskFinished, TaskFailed:
+		return "report it as the subtask's tasks[].state (a failure with error, domain and retry)"
+	case CheckpointCompleted:
+		return "report it as the subtask's tasks[].checkpointed, checkpoint_bytes and checkpoint_metadata"
+	case CommitFinished:
+		return "report it as the subtask's tasks[].committed"
+	}
+	return "use checkpoint_event or error"
+}
+
+// Validate checks one subtask's state as Encode and Decode do for each
+// entry of a v2 envelope.
+func (t Task) Validate() error { return within("task", t.validate()) }
+
+func (t *Task) validate() error {
+	if err := checkName("op", t.Operator, true); err != nil {
+		return err
+	}
+	if err := checkSubtask(t.Subtask); err != nil {
+		return err
+	}
+	if !validTaskState(t.State) {
+		return fieldErr("state", "%s: use one of %s", describe(string(t.State)), stateList())
+	}
+	if math.IsNaN(t.Backpressure) || t.Backpressure < 0 || t.Backpressure > 1 {
+		return fieldErr("backpressure", "must be a number from 0 to 1 (got %g)", t.Backpressure)
+	}
+	if t.WatermarkMs < 0 {
+		return fieldErr("watermark_ms", "must not be negative (got %d): leave it out until the subtask has a watermark", t.WatermarkMs)
+	}
+	if t.Checkpointed < 0 {
+		return fieldErr("checkpointed", "must not be negative (got %d): leave it out until the subtask has completed a checkpoint", t.Checkpointed)
+	}
+	if t.Checkpointed == 0 && (t.CheckpointBytes != 0 || t.CheckpointMetadata != "") {
+		field := "checkpoint_bytes"
+		if t.CheckpointBytes == 0 {
+			field = "checkpoint_metadata"
+		}
+		return fieldErr(field, "belongs to a completed checkpoint: set checkpointed to its epoch, or leave it out")
+	}
+	if t.CheckpointBytes < 0 {
+		return fieldErr("checkpoint_bytes", "must not be negative (got %d)", t.CheckpointBytes)
+	}
+	if n := len(t.CheckpointMetadata); n > MaxMetadataBytes {
+		return fieldErr("checkpoint_metadata", "is %d bytes, more than %d: store the state elsewhere and send where it is", n, MaxMetadataBytes)
+	}
+	if t.Committed < 0 {
+		return fieldErr("committed", "must not be negative (got %d): leave it out until the subtask has committed an epoch", t.Committed)
+	}
+	if t.State != Failed {
+		for _, f := range []struct{ name, v string }{{"error", t.Error}, {"domain", string(t.Domain)}, {"retry", string(t.Retry)}} {
+			if f.v != "" {
+				return fieldErr(f.name, "is only set while the subtask has failed (state %s): leave it out", t.State)
+			}
+		}
+		return nil
+	}
+	if err := checkError(t.Error); err != nil {
+		return err
+	}
+	if !validDomain(t.Domain) {
+		return fieldErr("domain", "%s: use user, internal or external", describe(string(t.Domain)))
+	}
+	if t.Retry != RetryNone && t.Retry != RetryBackoff {
+		return fieldErr("retry", "%s: use none (retrying cannot help) or backoff (restart after a back-off)", describe(string(t.Retry)))
 	}
 	return nil
 }
@@ -126,30 +245,31 @@ func (h *Heartbeat) validate() error {
 			return within(fmt.Sprintf("metrics[%d]", i), err)
 		}
 	}
-	if i, j, dup := repeatedSubtask(h.Metrics); dup {
+	if i, j, dup := repeated(h.Metrics, func(m *TaskMetrics) subtaskKey { return subtaskKey{m.Operator, m.Subtask} }); dup {
 		m := &h.Metrics[j]
 		return fieldErr(fmt.Sprintf("metrics[%d]", j), "repeats op %q subtask %d of metrics[%d]: report each subtask once", m.Operator, m.Subtask, i)
 	}
 	return nil
 }
 
-// repeatedSubtask finds the first entry j that reports the same subtask as
-// an earlier entry i. Heartbeats are usually small, and comparing pairs
-// then costs less than a map.
-func repeatedSubtask(ms []TaskMetrics) (i, j int, dup bool) {
-	if len(ms) <= 32 {
-		for j := range ms {
+// repeated finds the first entry j that reports the same subtask as an
+// earlier entry i. Envelopes are usually small, and comparing pairs then
+// costs less than a map.
+func repeated[T any](xs []T, key func(*T) subtaskKey) (i, j int, dup bool) {
+	if len(xs) <= 32 {
+		for j := range xs {
+			kj := key(&xs[j])
 			for i := range j {
-				if ms[i].Subtask == ms[j].Subtask && ms[i].Operator == ms[j].Operator {
+				if key(&xs[i]) == kj {
 					return i, j, true
 				}
 			}
 		}
 		return 0, 0, false
 	}
-	seen := make(map[subtaskKey]int, len(ms))
-	for j := range ms {
-		k := subtaskKey{ms[j].Operator, ms[j].Subtask}
+	seen := make(map[subtaskKey]int, len(xs))
+	for j := range xs {
+		k := key(&xs[j])
 		if i, ok := seen[k]; ok {
 			return i, j, true
 		}
@@ -241,7 +361,7 @@ func (ev *Event) validate() error {
 	}
 	allowed, known := eventFields[ev.Kind]
 	if !known {
-		return fieldErr("kind", "%q is not an event kind of protocol v%d: use one of %s", ev.Kind, Version, kindList())
+		return fieldErr("kind", "%q is not an event kind: use one of %s", ev.Kind, kindList())
 	}
 	if extra := ev.setFields() &^ allowed; extra != 0 {
 		for _, fn := range eventFieldNames {
@@ -364,6 +484,23 @@ func checkName(path, s string, required bool) error {
 
 func validDomain(d job.ErrorDomain) bool {
 	return d == job.DomainUser || d == job.DomainInternal || d == job.DomainExternal
+}
+
+func validTaskState(s TaskState) bool {
+	for _, k := range TaskStates {
+		if s == k {
+			return true
+		}
+	}
+	return false
+}
+
+func stateList() string {
+	names := make([]string, len(TaskStates))
+	for i, s := range TaskStates {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
 }
 
 func validPhase(p Phase) bool {

@@ -201,7 +201,7 @@ func (h *harness) envelope(worker string, events ...protocol.Event) *protocol.En
 		run = c.RunID
 	}
 	return &protocol.Envelope{
-		V: protocol.Version, JobID: "orders", RunID: run, WorkerID: worker,
+		V: protocol.V1, JobID: "orders", RunID: run, WorkerID: worker,
 		Seq: h.seq[worker], SentAt: h.clk.Now(), Heartbeat: &protocol.Heartbeat{}, Events: events,
 	}
 }

@@ -154,7 +154,7 @@ func (m *Machine) adopt(ctx context.Context) (Adoptable, error) {
 	if s == nil {
 		return nil, nil
 	}
-	ctl, err := controller.Adopt(ctx, m.c.controllerDeps(), m.c.Config, m.c.Status)
+	ctl, err := controller.AdoptRun(ctx, m.c.controllerDeps(), m.c.Config, m.c.Status)
 	if errors.Is(err, controller.ErrNotAdoptable) {
 		m.c.Logger().Warn("run not adopted; a new run starts", "state", m.c.Status.State, "err", err)
 		return nil, nil

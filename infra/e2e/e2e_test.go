@@ -169,7 +169,7 @@ func (s *stack) workers(ctx context.Context, id job.ID) {
 		}
 		s.seq[w]++
 		body, err := protocol.Encode(&protocol.Envelope{
-			V: protocol.Version, JobID: id, RunID: cmds.RunID, WorkerID: w, Seq: s.seq[w],
+			V: protocol.V1, JobID: id, RunID: cmds.RunID, WorkerID: w, Seq: s.seq[w],
 			SentAt: time.Now(), Heartbeat: &protocol.Heartbeat{}, Events: evs,
 		})
 		if err != nil {

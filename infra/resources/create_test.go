@@ -7,12 +7,14 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	dbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -22,8 +24,13 @@ import (
 )
 
 type clients struct {
-	ddb *dynamodb.Client
-	sqs *sqs.Client
+	ddb   *dynamodb.Client
+	sqs   *sqs.Client
+	sched *scheduler.Client
+}
+
+func (c clients) all() resources.Clients {
+	return resources.Clients{DynamoDB: c.ddb, SQS: c.sqs, Scheduler: c.sched}
 }
 
 // setup loads the repository's template.yaml and returns clients for the
@@ -39,7 +46,7 @@ func setup(t *testing.T) (*resources.Template, clients) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tmpl, clients{ddb: dynamodb.NewFromConfig(cfg), sqs: sqs.NewFromConfig(cfg)}
+	return tmpl, clients{ddb: dynamodb.NewFromConfig(cfg), sqs: sqs.NewFromConfig(cfg), sched: scheduler.NewFromConfig(cfg)}
 }
 
 // create runs Create and deletes the stack when the test ends.
@@ -248,11 +255,16 @@ func TestCreateMakesTheQueuesTheTemplateDeclares(t *testing.T) {
 	}
 
 	env := stack.Env()
+	scheduleDLQ, _ := stack.Resource("ScheduleDeadLetterQueue")
+	if !strings.HasSuffix(scheduleDLQ.ARN, ":"+stackName+"-schedule-dlq") {
+		t.Errorf("schedule DLQ = %+v", scheduleDLQ)
+	}
 	want := map[string]string{
 		resources.EnvJobsTable:      stackName + "-jobs",
 		resources.EnvLeaseTable:     stackName + "-leases",
 		resources.EnvWorkerQueueURL: queue.URL,
 		resources.EnvWorkerDLQURL:   dlq.URL,
+		resources.EnvScheduleDLQARN: scheduleDLQ.ARN,
 	}
 	if len(env) != len(want) {
 		t.Errorf("Env() = %v, want %v", env, want)
@@ -406,15 +418,18 @@ func TestLookupFindsWhatCreateMadeAndDeleteRemovesIt(t *testing.T) {
 	tmpl, c := setup(t)
 	ctx := t.Context()
 	opts := resources.Options{StackName: awstest.Name(t, "weir")}
-	created, err := tmpl.Create(ctx, c.ddb, c.sqs, opts)
+	created, err := tmpl.CreateWith(ctx, c.all(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	found, err := tmpl.Lookup(ctx, c.ddb, c.sqs, opts)
+	if g, ok := created.Resource("TtlScheduleGroup"); !ok || g.Name != opts.StackName+"-ttl" || g.ARN == "" {
+		t.Errorf("schedule group = %+v, want %s-ttl with an ARN", g, opts.StackName)
+	}
+	found, err := tmpl.Lookup(ctx, c.all(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := found.Env(), created.Env(); len(got) != 4 || !maps.Equal(got, want) {
+	if got, want := found.Env(), created.Env(); len(got) != 6 || !maps.Equal(got, want) {
 		t.Errorf("Lookup env = %v, want %v", got, want)
 	}
 	for _, c := range created.Resources {
@@ -423,10 +438,10 @@ func TestLookupFindsWhatCreateMadeAndDeleteRemovesIt(t *testing.T) {
 			t.Errorf("Lookup found %+v for %s, Create made %+v", f, c.LogicalID, c)
 		}
 	}
-	if err := found.Delete(ctx, c.ddb, c.sqs); err != nil {
+	if err := found.DeleteWith(ctx, c.all()); err != nil {
 		t.Fatal(err)
 	}
-	after, err := tmpl.Lookup(ctx, c.ddb, c.sqs, opts)
+	after, err := tmpl.Lookup(ctx, c.all(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +449,7 @@ func TestLookupFindsWhatCreateMadeAndDeleteRemovesIt(t *testing.T) {
 		t.Errorf("after Delete, Lookup finds %+v", after.Resources)
 	}
 	// Deleting again is harmless.
-	if err := found.Delete(ctx, c.ddb, c.sqs); err != nil {
+	if err := found.DeleteWith(ctx, c.all()); err != nil {
 		t.Errorf("second Delete: %v", err)
 	}
 }

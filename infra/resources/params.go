@@ -85,11 +85,9 @@ func (t *Template) parameterValues(overrides map[string]string) (map[string]para
 		raw, given := overrides[name]
 		if !given {
 			if p.Default == nil {
-				if isSSM(p.Type) {
-					values[name] = paramValue{err: fmt.Errorf("parameter %s (%s) has no value outside CloudFormation", name, p.Type)}
-					continue
-				}
-				errs = append(errs, &ParameterError{Name: name, Reason: "has no Default, so a value must be given"})
+				// Only an error if a data resource refers to it: the
+				// controller's subnets, say, mean nothing locally.
+				values[name] = paramValue{err: &ParameterError{Name: name, Reason: "has no Default, so a value must be given (--param " + name + "=…)"}}
 				continue
 			}
 			var err error

@@ -9,8 +9,10 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	cfndynamodb "github.com/awslabs/goformation/v7/cloudformation/dynamodb"
+	cfnscheduler "github.com/awslabs/goformation/v7/cloudformation/scheduler"
 	cfnsqs "github.com/awslabs/goformation/v7/cloudformation/sqs"
 )
 
@@ -26,13 +28,33 @@ const (
 	EnvLeaseTable     = "WEIR_LEASE_TABLE"
 	EnvWorkerQueueURL = "WEIR_WORKER_QUEUE_URL"
 	EnvWorkerDLQURL   = "WEIR_WORKER_DLQ_URL"
+	EnvScheduleGroup  = "WEIR_SCHEDULE_GROUP"
+	EnvScheduleDLQARN = "WEIR_SCHEDULE_DLQ_ARN"
 )
 
-var envByLogicalID = map[string]string{
-	"JobsTable":             EnvJobsTable,
-	"LeaseTable":            EnvLeaseTable,
-	"WorkerQueue":           EnvWorkerQueueURL,
-	"WorkerDeadLetterQueue": EnvWorkerDLQURL,
+// envByLogicalID maps a data resource to the variable that carries its name
+// (tables, schedule groups) or URL (queues); envARNByLogicalID to the one
+// that carries its ARN.
+var (
+	envByLogicalID = map[string]string{
+		"JobsTable":             EnvJobsTable,
+		"LeaseTable":            EnvLeaseTable,
+		"WorkerQueue":           EnvWorkerQueueURL,
+		"WorkerDeadLetterQueue": EnvWorkerDLQURL,
+		"TtlScheduleGroup":      EnvScheduleGroup,
+	}
+	envARNByLogicalID = map[string]string{
+		"ScheduleDeadLetterQueue": EnvScheduleDLQARN,
+	}
+)
+
+// Clients are the SDK clients a stack is made with. Scheduler may be nil:
+// schedule groups are then skipped, for callers that need only tables and
+// queues.
+type Clients struct {
+	DynamoDB  *dynamodb.Client
+	SQS       *sqs.Client
+	Scheduler *scheduler.Client
 }
 
 // CloudFormation's rule for stack names; every physical name starts with it.
@@ -45,16 +67,13 @@ type Options struct {
 	StackName string
 	// Parameters override the template's parameter defaults.
 	Parameters map[string]string
-	// AccountID is needed only by templates whose tables or queues use
-	// AWS::AccountId or AWS::StackId.
-	AccountID string
 }
 
-// Resource is one table or queue of a stack.
+// Resource is one data resource of a stack.
 type Resource struct {
 	LogicalID string
-	Type      string // TypeTable or TypeQueue
-	Name      string // table or queue name
+	Type      string // TypeTable, TypeQueue or TypeScheduleGroup
+	Name      string // table, queue or schedule group name
 	URL       string // queues only
 	ARN       string
 	StreamARN string // tables with a stream only
@@ -63,7 +82,7 @@ type Resource struct {
 	Created bool
 }
 
-// Stack is the set of tables and queues made from one template under one
+// Stack is the set of data resources made from one template under one
 // stack name.
 type Stack struct {
 	Name string
@@ -81,13 +100,15 @@ func (s *Stack) Resource(logicalID string) (Resource, bool) {
 	return Resource{}, false
 }
 
-// Env returns the environment weir's binaries read: WEIR_JOBS_TABLE,
-// WEIR_LEASE_TABLE, WEIR_WORKER_QUEUE_URL and WEIR_WORKER_DLQ_URL, for those
-// of the JobsTable, LeaseTable, WorkerQueue and WorkerDeadLetterQueue
-// resources the stack has.
+// Env returns the environment weir's binaries read (WEIR_JOBS_TABLE,
+// WEIR_WORKER_QUEUE_URL, WEIR_SCHEDULE_GROUP, …) for the resources the stack
+// has.
 func (s *Stack) Env() map[string]string {
 	env := map[string]string{}
 	for _, r := range s.Resources {
+		if key, ok := envARNByLogicalID[r.LogicalID]; ok {
+			env[key] = r.ARN
+		}
 		key, ok := envByLogicalID[r.LogicalID]
 		if !ok {
 			continue
@@ -105,19 +126,30 @@ func (s *Stack) Env() map[string]string {
 // the tables to be gone. Resources that no longer exist are skipped; it
 // carries on past failures and reports them all.
 func (s *Stack) Delete(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Client) error {
-	return deleteAll(ctx, ddb, sq, s.Resources)
+	return deleteAll(ctx, Clients{DynamoDB: ddb, SQS: sq}, s.Resources)
 }
 
-func deleteAll(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Client, rs []Resource) error {
+// DeleteWith is Delete for stacks with schedule groups.
+func (s *Stack) DeleteWith(ctx context.Context, c Clients) error {
+	return deleteAll(ctx, c, s.Resources)
+}
+
+func deleteAll(ctx context.Context, c Clients, rs []Resource) error {
 	var errs []error
 	for i := len(rs) - 1; i >= 0; i-- {
 		r := rs[i]
 		var err error
 		switch r.Type {
 		case TypeTable:
-			err = deleteTable(ctx, ddb, r.Name)
+			err = deleteTable(ctx, c.DynamoDB, r.Name)
 		case TypeQueue:
-			err = deleteQueue(ctx, sq, r.URL)
+			err = deleteQueue(ctx, c.SQS, r.URL)
+		case TypeScheduleGroup:
+			if c.Scheduler == nil {
+				err = errors.New("a schedule group needs a Scheduler client to be deleted")
+				break
+			}
+			err = deleteScheduleGroup(ctx, c.Scheduler, r.Name)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.LogicalID, err))
@@ -132,7 +164,13 @@ func deleteAll(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Client, rs []R
 // resource fails, the ones this call created are deleted again, so a failed
 // Create leaves things as they were.
 func (t *Template) Create(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Client, opts Options) (*Stack, error) {
-	region := ddb.Options().Region
+	return t.CreateWith(ctx, Clients{DynamoDB: ddb, SQS: sq}, opts)
+}
+
+// CreateWith is Create with every client; with c.Scheduler set it creates
+// the schedule groups too.
+func (t *Template) CreateWith(ctx context.Context, c Clients, opts Options) (*Stack, error) {
+	region := c.DynamoDB.Options().Region
 	// A dry run with made-up names and ARNs catches bad parameters,
 	// unresolvable references and malformed properties up front.
 	if _, err := t.walk(opts, region, placeholder(region)); err != nil {
@@ -141,9 +179,14 @@ func (t *Template) Create(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Cli
 	created, err := t.walk(opts, region, func(id string, spec any) (Resource, error) {
 		switch s := spec.(type) {
 		case *tableSpec:
-			return ensureTable(ctx, ddb, id, s)
+			return ensureTable(ctx, c.DynamoDB, id, s)
 		case *queueSpec:
-			return ensureQueue(ctx, sq, id, s)
+			return ensureQueue(ctx, c.SQS, id, s)
+		case *scheduleGroupSpec:
+			if c.Scheduler == nil {
+				return Resource{}, errSkipped
+			}
+			return ensureScheduleGroup(ctx, c.Scheduler, id, s)
 		}
 		return Resource{}, fmt.Errorf("unexpected spec %T", spec)
 	})
@@ -155,7 +198,7 @@ func (t *Template) Create(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Cli
 			}
 		}
 		// The caller's context may be what failed; roll back regardless.
-		if rbErr := deleteAll(context.WithoutCancel(ctx), ddb, sq, ours); rbErr != nil {
+		if rbErr := deleteAll(context.WithoutCancel(ctx), c, ours); rbErr != nil {
 			err = errors.Join(err, fmt.Errorf("roll back: %w", rbErr))
 		}
 		return nil, err
@@ -163,9 +206,11 @@ func (t *Template) Create(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Cli
 	return &Stack{Name: opts.StackName, Resources: created}, nil
 }
 
-// Lookup finds the stack's tables and queues that exist, without creating
-// anything: what Delete needs when the Stack from Create is gone.
-func (t *Template) Lookup(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Client, opts Options) (*Stack, error) {
+// Lookup finds the stack's data resources that exist, without creating
+// anything: what Delete needs when the Stack from Create is gone. Schedule
+// groups are looked up only when c.Scheduler is set.
+func (t *Template) Lookup(ctx context.Context, c Clients, opts Options) (*Stack, error) {
+	ddb, sq := c.DynamoDB, c.SQS
 	region := ddb.Options().Region
 	fake := placeholder(region)
 	missing := map[string]bool{}
@@ -192,6 +237,17 @@ func (t *Template) Lookup(ctx context.Context, ddb *dynamodb.Client, sq *sqs.Cli
 				return Resource{}, err
 			}
 			return Resource{LogicalID: id, Type: TypeQueue, Name: s.name, URL: url, ARN: arn}, nil
+		case *scheduleGroupSpec:
+			if c.Scheduler == nil {
+				return Resource{}, errSkipped
+			}
+			arn, err := scheduleGroupARN(ctx, c.Scheduler, s.name)
+			if err != nil || arn == "" {
+				missing[id] = true
+				r, _ := fake(id, spec)
+				return r, err
+			}
+			return Resource{LogicalID: id, Type: TypeScheduleGroup, Name: s.name, ARN: arn}, nil
 		}
 		return Resource{}, fmt.Errorf("unexpected spec %T", spec)
 	})
@@ -224,12 +280,19 @@ func placeholder(region string) func(id string, spec any) (Resource, error) {
 			return Resource{LogicalID: id, Type: TypeQueue, Name: s.name,
 				URL: fmt.Sprintf("https://sqs.%s.amazonaws.com/%s/%s", region, account, s.name),
 				ARN: fmt.Sprintf("arn:aws:sqs:%s:%s:%s", region, account, s.name)}, nil
+		case *scheduleGroupSpec:
+			return Resource{LogicalID: id, Type: TypeScheduleGroup, Name: s.name,
+				ARN: fmt.Sprintf("arn:aws:scheduler:%s:%s:schedule-group/%s", region, account, s.name)}, nil
 		}
 		return Resource{}, fmt.Errorf("unexpected spec %T", spec)
 	}
 }
 
-// walk resolves the tables and queues in creation order and hands each to
+// errSkipped is what visit returns for a resource it leaves out (a schedule
+// group without a Scheduler client).
+var errSkipped = errors.New("skipped")
+
+// walk resolves the data resources in creation order and hands each to
 // visit, whose result later resources can refer to. It returns the visited
 // resources, including the one that failed if visit reported it Created.
 func (t *Template) walk(opts Options, region string, visit func(id string, spec any) (Resource, error)) ([]Resource, error) {
@@ -243,24 +306,18 @@ func (t *Template) walk(opts Options, region string, visit func(id string, spec 
 	if err != nil {
 		return nil, err
 	}
-	sc := newScope(t, opts.StackName, region, opts.AccountID, params)
+	sc := newScope(t, opts.StackName, params)
 	var out []Resource
 	for _, id := range t.order {
 		raw := t.resources[id]
-		if raw.Condition != "" {
-			ok, err := sc.namedCondition(raw.Condition)
-			if err != nil {
-				return out, fmt.Errorf("%s: Condition: %w", id, err)
-			}
-			if !ok {
-				continue
-			}
-		}
 		spec, err := t.spec(sc, id, raw)
 		if err != nil {
 			return out, fmt.Errorf("%s (%s): %w", id, raw.Type, err)
 		}
 		r, err := visit(id, spec)
+		if errors.Is(err, errSkipped) {
+			continue
+		}
 		if err != nil {
 			if r.Created {
 				out = append(out, r)
@@ -297,6 +354,12 @@ func (t *Template) spec(sc *scope, id string, raw rawResource) (any, error) {
 			return nil, fmt.Errorf("properties: %w", err)
 		}
 		return newQueueSpec(sc.stackName, id, &queue)
+	case TypeScheduleGroup:
+		var group cfnscheduler.ScheduleGroup
+		if err := json.Unmarshal(doc, &group); err != nil {
+			return nil, fmt.Errorf("properties: %w", err)
+		}
+		return newScheduleGroupSpec(sc.stackName, id, &group)
 	}
 	return nil, fmt.Errorf("type %s is not created here", raw.Type)
 }

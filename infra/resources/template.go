@@ -1,10 +1,12 @@
-// Package resources creates the DynamoDB tables and SQS queues that the SAM
-// template declares, against whatever endpoint the SDK config points at (the
-// local emulator, LocalStack or AWS). The template is the only list of
-// resources: every AWS::DynamoDB::Table and AWS::SQS::Queue in it is created
-// from its own properties, with intrinsic functions (Ref, Fn::GetAtt, Fn::Sub,
-// …) resolved against the stack name, the parameters and the resources
-// created so far.
+// Package resources creates the data resources that the SAM template
+// declares (DynamoDB tables, SQS queues and EventBridge Scheduler schedule
+// groups) against whatever endpoint the SDK config points at: the local
+// emulator, LocalStack or AWS. The template is the only list of resources:
+// each data resource is created from its own properties, and every other
+// resource type (functions, roles, the API, the ECS service, alarms) is
+// skipped by type and left to `sam deploy`. Intrinsic functions are resolved
+// in the three forms the data resources use (see resolve.go); anything else
+// is refused.
 package resources
 
 import (
@@ -22,10 +24,11 @@ import (
 )
 
 // Resource types this package creates. Everything else in the template
-// (functions, APIs, schedules, services) is left to `sam deploy`.
+// (functions, roles, APIs, services, alarms) is left to `sam deploy`.
 const (
-	TypeTable = "AWS::DynamoDB::Table"
-	TypeQueue = "AWS::SQS::Queue"
+	TypeTable         = "AWS::DynamoDB::Table"
+	TypeQueue         = "AWS::SQS::Queue"
+	TypeScheduleGroup = "AWS::Scheduler::ScheduleGroup"
 )
 
 // Template is a parsed SAM/CloudFormation template, ready to create its
@@ -33,8 +36,6 @@ const (
 type Template struct {
 	source     string
 	parameters cloudformation.Parameters
-	mappings   map[string]any
-	conditions map[string]any
 	resources  map[string]rawResource
 	// order lists the tables and queues so that every resource comes after
 	// the ones it refers to.
@@ -82,18 +83,14 @@ func Parse(data []byte) (*Template, error) {
 
 	var sections struct {
 		Parameters json.RawMessage
-		Mappings   map[string]any
-		Conditions map[string]any
 		Resources  map[string]json.RawMessage
 	}
 	if err := decodeNumbers(doc, &sections); err != nil {
 		return nil, fmt.Errorf("parse template: %w", err)
 	}
 	t := &Template{
-		source:     "template",
-		mappings:   sections.Mappings,
-		conditions: sections.Conditions,
-		resources:  make(map[string]rawResource, len(sections.Resources)),
+		source:    "template",
+		resources: make(map[string]rawResource, len(sections.Resources)),
 	}
 	if len(sections.Parameters) > 0 && string(sections.Parameters) != "null" {
 		if err := json.Unmarshal(sections.Parameters, &t.parameters); err != nil {
@@ -110,6 +107,9 @@ func Parse(data []byte) (*Template, error) {
 		}
 		if r.Type == "" {
 			return nil, fmt.Errorf("resource %s has no Type", id)
+		}
+		if creatable(r.Type) && r.Condition != "" {
+			return nil, fmt.Errorf("resource %s (%s) has Condition %s: conditions on data resources are not supported outside CloudFormation; remove it", id, r.Type, r.Condition)
 		}
 		t.resources[id] = r
 	}
@@ -134,7 +134,7 @@ func decodeNumbers(data []byte, v any) error {
 	return dec.Decode(v)
 }
 
-// LogicalIDs returns the logical ids of the tables and queues the template
+// LogicalIDs returns the logical ids of the data resources the template
 // declares, in creation order.
 func (t *Template) LogicalIDs() []string {
 	return append([]string(nil), t.order...)
@@ -142,7 +142,7 @@ func (t *Template) LogicalIDs() []string {
 
 // creatable reports whether this package creates resources of type typ.
 func creatable(typ string) bool {
-	return typ == TypeTable || typ == TypeQueue
+	return typ == TypeTable || typ == TypeQueue || typ == TypeScheduleGroup
 }
 
 // creationOrder sorts the tables and queues so that each comes after every
@@ -245,10 +245,9 @@ func collectRefs(v any, refs map[string]bool) {
 						refs[name] = true
 					}
 				case "Fn::Sub":
-					format, vars := subArgs(arg)
-					for _, name := range subNames(format) {
-						name, _, _ = strings.Cut(name, ".")
-						if _, local := vars[name]; !local {
+					if format, ok := arg.(string); ok {
+						for _, name := range subNames(format) {
+							name, _, _ = strings.Cut(name, ".")
 							refs[name] = true
 						}
 					}

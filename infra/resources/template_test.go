@@ -35,10 +35,10 @@ func load(t *testing.T, name string) *Template {
 
 func TestTheRepositoryTemplateResolvesToTheAgreedNames(t *testing.T) {
 	tmpl := load(t, "../../../template.yaml")
-	if got, want := tmpl.LogicalIDs(), []string{"JobsTable", "LeaseTable", "WorkerDeadLetterQueue", "WorkerQueue"}; !slices.Equal(got, want) {
+	if got, want := tmpl.LogicalIDs(), []string{"JobsTable", "LeaseTable", "ScheduleDeadLetterQueue", "TtlScheduleGroup", "WorkerDeadLetterQueue", "WorkerQueue"}; !slices.Equal(got, want) {
 		t.Fatalf("LogicalIDs = %v, want %v (the DLQ before the queue that names it)", got, want)
 	}
-	if got := tmpl.Parameters(); !slices.Equal(got, []string{"WorkerMaxReceiveCount"}) {
+	if got := tmpl.Parameters(); !slices.Contains(got, "WorkerMaxReceiveCount") || !slices.Contains(got, "ControllerSubnets") {
 		t.Errorf("Parameters = %v", got)
 	}
 	specs, _, err := resolveAll(t, tmpl, Options{StackName: "weir-local"})
@@ -90,78 +90,89 @@ func TestTheRepositoryTemplateResolvesToTheAgreedNames(t *testing.T) {
 	}
 }
 
-func TestIntrinsicFunctionsResolve(t *testing.T) {
+func TestTheThreeFormsResolveAndOtherTypesAreSkipped(t *testing.T) {
 	tmpl := load(t, "intrinsics.yaml")
-	specs, order, err := resolveAll(t, tmpl, Options{StackName: "s"})
+	if want := []string{"Archive", "Events", "Feed", "Group"}; !slices.Equal(tmpl.LogicalIDs(), want) {
+		t.Errorf("LogicalIDs = %v, want %v (the function and role skipped)", tmpl.LogicalIDs(), want)
+	}
+	specs, _, err := resolveAll(t, tmpl, Options{StackName: "s"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// DependsOn orders Archive after Events; ProdOnly's condition is false.
-	if want := []string{"Events", "Archive", "Feed"}; !slices.Equal(order, want) {
-		t.Errorf("creation order = %v, want %v", order, want)
+	if got := specs["Events"].(*tableSpec).name; got != "s-events" {
+		t.Errorf("Sub: table name = %q, want s-events", got)
 	}
-
-	events := specs["Events"].(*tableSpec)
-	if events.name != "s-events-green" {
-		t.Errorf("Fn::Join/Fn::Select: table name = %q, want s-events-green", events.name)
-	}
-	in, err := events.createInput()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in.BillingMode != "PROVISIONED" || in.ProvisionedThroughput == nil || *in.ProvisionedThroughput.WriteCapacityUnits != 3 {
-		t.Errorf("Fn::If (false branch): billing %q, throughput %+v", in.BillingMode, in.ProvisionedThroughput)
-	}
-	tags := map[string]string{}
-	for _, tg := range in.Tags {
-		tags[*tg.Key] = *tg.Value
-	}
-	for k, want := range map[string]string{"literal": "${NotAVariable}", "split": "c", "encoded": "d2Vpcg=="} {
-		if tags[k] != want {
-			t.Errorf("table tag %s = %q, want %q", k, tags[k], want)
-		}
-	}
-
 	archive := specs["Archive"].(*queueSpec)
-	if archive.name != "s-known-archive" {
-		t.Errorf("Fn::Sub with variables and a condition: queue name = %q, want s-known-archive", archive.name)
+	if archive.name != "s-archive" || archive.attrs["MessageRetentionPeriod"] != "60" {
+		t.Errorf("Sub and Ref: archive = %+v", archive)
 	}
-	if archive.attrs["MessageRetentionPeriod"] != "60" {
-		t.Errorf("Fn::FindInMap: retention = %q, want 60", archive.attrs["MessageRetentionPeriod"])
-	}
-
 	feed := specs["Feed"].(*queueSpec)
 	if feed.name != "s-Feed" {
 		t.Errorf("unnamed queue = %q, want s-Feed", feed.name)
 	}
-	if !strings.Contains(feed.attrs["RedrivePolicy"], `"arn:aws:sqs:eu-west-1:000000000000:s-known-archive"`) {
+	if !strings.Contains(feed.attrs["RedrivePolicy"], `"arn:aws:sqs:eu-west-1:000000000000:s-archive"`) {
 		t.Errorf("GetAtt Archive.Arn: RedrivePolicy = %s", feed.attrs["RedrivePolicy"])
 	}
-	for k, want := range map[string]string{
-		"table":       "s-events-green",
-		"stream":      "arn:aws:dynamodb:eu-west-1:000000000000:table/s-events-green/stream/1970-01-01T00:00:00.000",
-		"archive-url": "https://sqs.eu-west-1.amazonaws.com/000000000000/s-known-archive",
-		"archive":     "s-known-archive",
-	} {
-		if feed.tags[k] != want {
-			t.Errorf("queue tag %s = %q, want %q", k, feed.tags[k], want)
-		}
+	if got := specs["Group"].(*scheduleGroupSpec).name; got != "s-ttl" {
+		t.Errorf("schedule group = %q, want s-ttl", got)
 	}
+}
 
-	// With Stage=prod the other branches are taken and ProdOnly appears.
-	specs, order, err = resolveAll(t, tmpl, Options{StackName: "s", Parameters: map[string]string{"Stage": "prod"}})
-	if err != nil {
-		t.Fatal(err)
+// Every form outside the three is refused with an error that names it and
+// the supported forms, rather than being half-resolved.
+func TestOtherIntrinsicFormsAreRefused(t *testing.T) {
+	tests := map[string]string{
+		"Join":              `!Join ["-", [a, b]]`,
+		"Select":            `!Select [0, [a, b]]`,
+		"If":                `!If [C, a, b]`,
+		"FindInMap":         `!FindInMap [M, a, b]`,
+		"Base64":            `!Base64 abc`,
+		"ImportValue":       `!ImportValue shared`,
+		"Sub of a param":    `!Sub "${P}-q"`,
+		"Sub with vars":     `!Sub ["${X}-q", {X: a}]`,
+		"Sub of region":     `!Sub "${AWS::Region}-q"`,
+		"Sub of an attr":    `!Sub "${D.Arn}"`,
+		"Ref of pseudo":     `!Ref AWS::Region`,
+		"Ref of a resource": `!Ref D`,
+		"GetAtt not Arn":    `!GetAtt D.QueueName`,
 	}
-	if !slices.Contains(order, "ProdOnly") {
-		t.Errorf("order = %v, want ProdOnly included when IsProd", order)
+	for name, expr := range tests {
+		t.Run(name, func(t *testing.T) {
+			tmpl, err := Parse([]byte(`
+Parameters:
+  P: {Type: String, Default: p}
+Resources:
+  D: {Type: AWS::SQS::Queue}
+  Q:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: ` + expr + `
+`))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			_, _, err = resolveAll(t, tmpl, Options{StackName: "s"})
+			if err == nil {
+				t.Fatalf("%s resolved; want it refused", expr)
+			}
+			for _, w := range []string{"Q (AWS::SQS::Queue)", "Properties.QueueName", "supported: "} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
 	}
-	in, _ = specs["Events"].(*tableSpec).createInput()
-	if in.BillingMode != "PAY_PER_REQUEST" || in.ProvisionedThroughput != nil {
-		t.Errorf("Fn::If (true branch) with AWS::NoValue: billing %q, throughput %+v", in.BillingMode, in.ProvisionedThroughput)
-	}
-	if got := specs["Archive"].(*queueSpec).attrs["MessageRetentionPeriod"]; got != "1209600" {
-		t.Errorf("FindInMap for prod = %q", got)
+}
+
+func TestConditionOnADataResourceIsRefused(t *testing.T) {
+	_, err := Parse([]byte(`
+Conditions:
+  C: !Equals [a, b]
+Resources:
+  Q: {Type: AWS::SQS::Queue, Condition: C}
+`))
+	if err == nil || !strings.Contains(err.Error(), "Q (AWS::SQS::Queue) has Condition C") {
+		t.Errorf("err = %v, want one naming Q and its condition", err)
 	}
 }
 
@@ -173,8 +184,8 @@ func TestParameters(t *testing.T) {
 		wantQueue string // queue name when valid
 		wantErr   []string
 	}{
-		{name: "defaults", wantQueue: "weir-dev-s"},
-		{name: "overrides", params: map[string]string{"Env": "prod", "Prefix": "ab", "Count": "1000", "Retention": "60"}, wantQueue: "ab-prod-s"},
+		{name: "defaults", wantQueue: "weir"},
+		{name: "overrides", params: map[string]string{"Env": "prod", "Prefix": "ab", "Count": "1000", "Retention": "60"}, wantQueue: "ab"},
 		{name: "not a number", params: map[string]string{"Count": "five"}, wantErr: []string{`parameter Count="five": not a number`}},
 		{name: "below minimum", params: map[string]string{"Count": "0"}, wantErr: []string{"Count", "below the minimum 1"}},
 		{name: "above maximum", params: map[string]string{"Count": "1001"}, wantErr: []string{"Count", "above the maximum 1000"}},
@@ -221,8 +232,8 @@ func TestParameters(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := specs["Queue"].(*queueSpec)
-	if q.tags["owners"] != "a+b+c" {
-		t.Errorf("CommaDelimitedList joined = %q, want a+b+c", q.tags["owners"])
+	if q.tags["env"] != "dev" {
+		t.Errorf("Ref Env tag = %q, want dev", q.tags["env"])
 	}
 	if want := `{"deadLetterTargetArn":"arn:aws:sqs:eu-west-1:000000000000:dlq","maxReceiveCount":7}`; q.attrs["RedrivePolicy"] != want {
 		t.Errorf("RedrivePolicy = %s, want %s", q.attrs["RedrivePolicy"], want)
@@ -283,6 +294,18 @@ Resources:
 			want: []string{"T (AWS::SQS::Queue)", "Properties.QueueName: Ref", "Fn is a AWS::Serverless::Function, which only CloudFormation creates"},
 		},
 		{
+			name: "GetAtt of a function",
+			yaml: `
+Resources:
+  Fn: {Type: AWS::Serverless::Function, Properties: {Handler: bootstrap}}
+  T:
+    Type: AWS::SQS::Queue
+    Properties:
+      RedrivePolicy: {deadLetterTargetArn: !GetAtt Fn.Arn, maxReceiveCount: 1}
+`,
+			want: []string{"T (AWS::SQS::Queue)", "Fn is a AWS::Serverless::Function, which only CloudFormation creates"},
+		},
+		{
 			name: "unknown property",
 			yaml: `
 Resources:
@@ -314,7 +337,7 @@ Resources:
     Properties:
       QueueName: !Sub "${AWS::StackName}-${Nope}"
 `,
-			want: []string{"${Nope}", `"Nope" is neither a parameter nor a resource`},
+			want: []string{"${Nope} is not resolved here"},
 		},
 		{
 			name: "account id unknown",
@@ -325,7 +348,7 @@ Resources:
     Properties:
       QueueName: !Sub "${AWS::AccountId}-q"
 `,
-			want: []string{"AWS::AccountId is unknown"},
+			want: []string{"${AWS::AccountId} is not resolved here"},
 		},
 		{
 			name: "FIFO without .fifo",

@@ -134,7 +134,7 @@ func receiveN(t *testing.T, in *sqs.Inbox, n int, timeout time.Duration) []inbox
 func envelope(t testing.TB, seq uint64) []byte {
 	t.Helper()
 	b, err := protocol.Encode(&protocol.Envelope{
-		V: protocol.Version, JobID: "job-1", RunID: 1, WorkerID: "worker-1", Seq: seq,
+		V: protocol.V1, JobID: "job-1", RunID: 1, WorkerID: "worker-1", Seq: seq,
 		SentAt: time.Now(), Heartbeat: &protocol.Heartbeat{},
 	})
 	if err != nil {

@@ -1,0 +1,23 @@
+package wiring
+
+import (
+	"strings"
+	"testing"
+)
+
+// Missing settings are all named at once, with where to find them, before
+// any AWS call.
+func TestMissingSettingsAreNamedTogether(t *testing.T) {
+	_, _, err := Service(t.Context(), Env{ScheduleGroup: "g"}, nil)
+	if err == nil {
+		t.Fatal("no error for missing settings")
+	}
+	for _, want := range []string{"WEIR_JOBS_TABLE", "WEIR_TTL_FUNCTION_ARN", "WEIR_SCHEDULER_ROLE_ARN", "WEIR_SCHEDULE_DLQ_ARN", "stack output"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "WEIR_SCHEDULE_GROUP") {
+		t.Errorf("error %q names a setting that was given", err)
+	}
+}

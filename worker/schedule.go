@@ -1,0 +1,146 @@
+package worker
+
+import "time"
+
+// schedule decides when the worker next reads the command record: fast
+// while it waits for something (its start command, a commit), fast around
+// the time the next checkpoint is expected, and otherwise slower and
+// slower up to a ceiling. It is pure bookkeeping on the times it is given.
+type schedule struct {
+	fast, ceiling time.Duration
+	// window bounds the fast reads around an expected checkpoint, and
+	// pendingWindow those while waiting for a commit, so a checkpoint that
+	// never comes (it failed elsewhere) costs no more than that.
+	window, pendingWindow time.Duration
+
+	backoff time.Duration
+	seen    bool
+	version int64
+
+	// The newest checkpoint epoch seen, when it was first seen, and when
+	// it most likely appeared: between the read before (lastRead) and
+	// the read that saw it, so in the middle. narrow says that interval
+	// was short enough (two fast reads) to measure the spacing with.
+	epoch    int64
+	epochAt  time.Time
+	appeared time.Time
+	narrow   bool
+	lastRead time.Time
+	spacing  time.Duration
+
+	waiting      bool      // for the start command of the run
+	pendingSince time.Time // zero unless waiting for a commit
+	// commitLag is how long the last commit took to appear after the
+	// worker began waiting for it; the next wait reads fast only from
+	// shortly before that.
+	commitLag time.Duration
+}
+
+func newSchedule(fast, ceiling, window, pendingWindow time.Duration) *schedule {
+	return &schedule{fast: fast, ceiling: ceiling, window: window, pendingWindow: pendingWindow, backoff: fast, waiting: true}
+}
+
+// observation is what one read of the command record found.
+type observation struct {
+	version int64
+	epoch   int64 // the record's checkpoint epoch, 0 for none
+	// waiting: the record does not yet start this worker's run.
+	waiting bool
+	// awaitingCommit: a committing subtask checkpointed an epoch the
+	// record does not yet ask to commit.
+	awaitingCommit bool
+	// quiet: what changed (if anything) needs no follow-up reads beyond
+	// those the other fields ask for: a new checkpoint or commit.
+	quiet bool
+}
+
+func (s *schedule) observe(now time.Time, o observation) {
+	if o.epoch > s.epoch {
+		s.newEpoch(now, o.epoch)
+	}
+	s.lastRead = now
+	s.waiting = o.waiting
+	switch {
+	case !o.awaitingCommit:
+		if !s.pendingSince.IsZero() {
+			if lag := now.Sub(s.pendingSince); lag < s.pendingWindow {
+				s.commitLag = lag
+			}
+		}
+		s.pendingSince = time.Time{}
+	case s.pendingSince.IsZero():
+		s.pendingSince = now
+	}
+	if !s.seen || o.version != s.version {
+		s.seen, s.version = true, o.version
+		if o.quiet {
+			s.backoff = s.ceiling
+		} else {
+			s.backoff = s.fast
+		}
+	}
+}
+
+// newEpoch learns from a checkpoint epoch seen for the first time. The
+// spacing of checkpoints is measured between the likely appearances of
+// consecutive epochs once both were seen within two fast reads (a rough
+// first guess comes from when they were seen), so the estimate does not
+// drift with however late a slow read saw one.
+func (s *schedule) newEpoch(now time.Time, epoch int64) {
+	width := 2 * s.ceiling // unknown: as good as no bracket
+	if !s.lastRead.IsZero() {
+		width = now.Sub(s.lastRead)
+	}
+	appeared := now.Add(-width / 2)
+	narrow := width <= 2*s.fast
+	if s.epoch > 0 && epoch == s.epoch+1 {
+		switch d := appeared.Sub(s.appeared); {
+		case narrow && s.narrow && d >= 2*s.fast:
+			if s.spacing > 0 {
+				d = (s.spacing + d) / 2
+			}
+			s.spacing = d
+		case s.spacing == 0 && now.Sub(s.epochAt) >= 2*s.fast:
+			s.spacing = now.Sub(s.epochAt)
+		}
+	}
+	s.epoch, s.epochAt, s.appeared, s.narrow = epoch, now, appeared, narrow
+}
+
+// expected is when the checkpoint after the newest one seen most likely
+// appears, once two in a row have shown the spacing.
+func (s *schedule) expected() (time.Time, bool) {
+	if s.spacing <= 0 {
+		return time.Time{}, false
+	}
+	return s.appeared.Add(s.spacing), true
+}
+
+// next is how long to wait before the next read.
+func (s *schedule) next(now time.Time) time.Duration {
+	if s.waiting {
+		return s.fast
+	}
+	if !s.pendingSince.IsZero() && now.Sub(s.pendingSince) < s.pendingWindow {
+		// The commit comes about as long after the checkpoint as the last
+		// one did: the first read is one fast interval before that.
+		if wait := s.pendingSince.Add(s.commitLag - s.fast).Sub(now); wait > s.fast {
+			return wait
+		}
+		return s.fast
+	}
+	// Fast reads begin one fast interval before the expected checkpoint,
+	// so that the read before the one that sees it is close to it.
+	exp, known := s.expected()
+	start := exp.Add(-s.fast)
+	if known && !now.Before(start) && now.Sub(exp) < s.window {
+		return s.fast
+	}
+	d := max(s.backoff, s.fast)
+	s.backoff = min(2*s.backoff, s.ceiling)
+	if known && start.After(now) && start.Sub(now) < d {
+		// Never sleep past the start of the expected checkpoint's window.
+		d = start.Sub(now)
+	}
+	return d
+}
