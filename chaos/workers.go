@@ -159,7 +159,7 @@ func (w *workers) envelopes(id job.ID, cmds job.Commands, now time.Time) [][]byt
 		jw.reported[wid], jw.last[wid] = said, now
 		jw.seq[wid]++
 		body, err := protocol.Encode(&protocol.Envelope{
-			V: protocol.Version, JobID: id, RunID: cmds.RunID, WorkerID: wid, Seq: jw.seq[wid],
+			V: protocol.V1, JobID: id, RunID: cmds.RunID, WorkerID: wid, Seq: jw.seq[wid],
 			SentAt: now, Heartbeat: &protocol.Heartbeat{}, Events: evs,
 		})
 		if err == nil {
@@ -170,7 +170,7 @@ func (w *workers) envelopes(id job.ID, cmds job.Commands, now time.Time) [][]byt
 	// the controller must judge it stale and change nothing.
 	if jw.staleFrom > 0 && w.rng.Float64() < 0.02 {
 		body, err := protocol.Encode(&protocol.Envelope{
-			V: protocol.Version, JobID: id, RunID: jw.staleFrom, WorkerID: "w-0", Seq: 1 << 20,
+			V: protocol.V1, JobID: id, RunID: jw.staleFrom, WorkerID: "w-0", Seq: 1 << 20,
 			SentAt: now, Heartbeat: &protocol.Heartbeat{},
 			Events: []protocol.Event{{Kind: protocol.WorkerRegistered, Slots: 1}},
 		})
@@ -182,8 +182,8 @@ func (w *workers) envelopes(id job.ID, cmds job.Commands, now time.Time) [][]byt
 	return bodies
 }
 
-// state is the whole state a worker reports, as events (protocol v1
-// carries state as events; sending all of them every time makes each
+// state is the whole state a worker reports, as protocol v1 events (the
+// controller still accepts v1; sending every event each time makes each
 // envelope a complete report, and the controller applies them
 // idempotently). finished says the worker has finished every task.
 func (w *workers) state(jw *jobWorkers, cmds job.Commands, tasks []job.TaskAssignment, wid string, now time.Time) ([]protocol.Event, bool) {
