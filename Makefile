@@ -1,5 +1,7 @@
 # weir — build, test and run the control plane locally.
 #
+#   make run           weir on the local AWS emulator with a demo job, watched
+#                      until Ctrl-C, which stops everything it started
 #   make test          gofmt, vet, staticcheck, and every test (race detector on)
 #                      against the local AWS emulator, which it starts and stops,
 #                      then schemathesis against the config API (make api-fuzz)
@@ -13,6 +15,8 @@
 #   make fuzz          every fuzz target for FUZZTIME each (default 30s)
 #   make chaos         a long fault campaign on the emulator (CHAOS_SEEDS,
 #                      CHAOS_DURATION, CHAOS_JOBS); writes chaos/report.json
+#   make localstack-up / localstack-down
+#                      LocalStack in Docker with the same resources (optional)
 
 SHELL := /bin/bash
 GO ?= go
@@ -26,7 +30,25 @@ export AWS_REGION ?= us-east-1
 export AWS_ACCESS_KEY_ID ?= test
 export AWS_SECRET_ACCESS_KEY ?= test
 
-.PHONY: test lint fmt-check vet staticcheck template-lint unit emulator-up emulator-down bench build api-fuzz fuzz chaos
+.PHONY: run localstack-up localstack-down test lint fmt-check vet staticcheck template-lint unit emulator-up emulator-down bench build api-fuzz fuzz chaos
+
+# run builds and starts the emulator, the controller, the config API and
+# the scheduler stand-in, creates the demo job and watches it; see
+# scripts/run.sh for its settings (WEIR_API_PORT, WEIR_RUN_FOR, ...).
+# Ctrl-C is how it ends: its exit status 130 is not a failure here.
+run:
+	@EMULATOR_PORT=$(EMULATOR_PORT) scripts/run.sh || [ $$? -eq 130 ]
+
+# localstack-up starts LocalStack (Docker) with the stack's resources,
+# created by its ready hook from template.yaml.
+localstack-up:
+	@mkdir -p bin/linux .localstack
+	CGO_ENABLED=0 GOOS=linux GOARCH=$$($(GO) env GOARCH) $(GO) build -o bin/linux/weir-resources ./cmd/weir-resources
+	docker compose -f localstack/compose.yaml up -d --wait
+	@echo "LocalStack is up; run weir on it with: WEIR_EMULATOR=external AWS_ENDPOINT_URL=http://127.0.0.1:4566 make run"
+
+localstack-down:
+	docker compose -f localstack/compose.yaml down
 
 test: lint
 	@$(EMULATOR) up
