@@ -69,6 +69,10 @@ type Options struct {
 	// EventEvery is the mean time between process and operator events
 	// (default 1.5 s).
 	EventEvery time.Duration
+	// MinFaults, if set, extends the faulty phase (up to twice Duration)
+	// until at least that many faults were injected: on a slow endpoint
+	// fewer requests are made, and so fewer faults.
+	MinFaults int
 	// Log receives the controllers' logs (default: discarded).
 	Log *slog.Logger
 	// Progress, if set, receives a line per event.
@@ -114,6 +118,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("chaos: %d jobs: use 1 to 100", o.Jobs)
 	case o.Controllers < 0 || o.Controllers > 10:
 		return fmt.Errorf("chaos: %d controllers: use 1 to 10", o.Controllers)
+	case o.MinFaults < 0:
+		return fmt.Errorf("chaos: MinFaults is %d: give the least faults to inject, or 0", o.MinFaults)
 	case o.FaultRate < 0 || o.FaultRate > 5:
 		return fmt.Errorf("chaos: fault rate %v: use 0 (none) to 5", o.FaultRate)
 	}
@@ -255,9 +261,18 @@ func (c *campaign) run(ctx context.Context, calm *atomic.Bool) (*Report, error) 
 	}
 	defer c.stopAll()
 
-	// The faulty phase: events at random times until Duration.
-	end := time.Now().Add(c.o.Duration)
-	for time.Now().Before(end) && ctx.Err() == nil {
+	// The faulty phase: events at random times until Duration (and until
+	// MinFaults, within twice Duration).
+	end, last := time.Now().Add(c.o.Duration), time.Now().Add(2*c.o.Duration)
+	for ctx.Err() == nil && time.Now().Before(last) {
+		if !time.Now().Before(end) {
+			if c.injected() >= c.o.MinFaults {
+				break
+			}
+			if end = time.Now().Add(c.o.EventEvery); end.After(last) {
+				end = last
+			}
+		}
 		wait := time.Duration(c.rng.ExpFloat64() * float64(c.o.EventEvery))
 		if !sleep(ctx, min(wait, time.Until(end))) {
 			break
@@ -502,6 +517,25 @@ func (c *campaign) operate(ctx context.Context, id job.ID) {
 		c.o.Progress(fmt.Sprintf("%s %s (config version %d)", what, id, saved.Version))
 		return
 	}
+}
+
+// injected counts the faults injected so far, of every kind.
+func (c *campaign) injected() int {
+	n := 0
+	c.mu.Lock()
+	for _, inj := range c.injectors {
+		for _, k := range inj.Counts() {
+			n += k.N
+		}
+	}
+	c.mu.Unlock()
+	for _, v := range c.process.snapshot() {
+		n += v
+	}
+	for _, v := range c.workers.faults.snapshot() {
+		n += v
+	}
+	return n
 }
 
 func (c *campaign) report(took time.Duration, msgs checker.Messages) *Report {

@@ -56,7 +56,7 @@ func TestShortCampaign(t *testing.T) {
 	rep, err := chaos.Run(ctx, chaos.Env{
 		AWS: cfg, JobsTable: env[resources.EnvJobsTable], LeaseTable: env[resources.EnvLeaseTable],
 		QueueURL: env[resources.EnvWorkerQueueURL], DLQURL: env[resources.EnvWorkerDLQURL],
-	}, chaos.Options{Seed: seed, Duration: 45 * time.Second, Settle: 40 * time.Second, Jobs: 4, Controllers: 3, FaultRate: 2.5, Log: log, Trace: trace,
+	}, chaos.Options{Seed: seed, Duration: 45 * time.Second, Settle: 40 * time.Second, Jobs: 4, Controllers: 3, FaultRate: 2.5, MinFaults: 250, Log: log, Trace: trace,
 		Progress: func(s string) { t.Log(s) }})
 	if err != nil {
 		t.Fatal(err)
