@@ -14,6 +14,9 @@
 #   make lint          gofmt, vet, staticcheck and cfn-lint of template.yaml
 #   make bench         scale and cost benchmark (a few minutes): prints a table
 #                      and writes bench/report.json; micro-benchmarks: make microbench
+#   make fuzz          every fuzz target for FUZZTIME each (default 30s)
+#   make chaos         a long fault campaign on the emulator (CHAOS_SEEDS,
+#                      CHAOS_DURATION, CHAOS_JOBS); writes chaos/report.json
 #   make localstack-up / localstack-down
 #                      LocalStack in Docker with the same resources (optional)
 
@@ -29,7 +32,7 @@ export AWS_REGION ?= us-east-1
 export AWS_ACCESS_KEY_ID ?= test
 export AWS_SECRET_ACCESS_KEY ?= test
 
-.PHONY: run localstack-up localstack-down test lint fmt-check vet staticcheck template-lint unit emulator-up emulator-down bench microbench build api-fuzz
+.PHONY: run localstack-up localstack-down test lint fmt-check vet staticcheck template-lint unit emulator-up emulator-down bench microbench build api-fuzz fuzz chaos chaos-short
 
 # run builds and starts the emulator, the controller, the config API and
 # the scheduler stand-in, creates the demo job and watches it; see
@@ -103,3 +106,39 @@ emulator-up:
 
 emulator-down:
 	@$(EMULATOR) down
+
+# FUZZ_TARGETS are package:FuzzFunc pairs. `go test` runs their committed
+# seed corpora (testdata/fuzz) every time; `make fuzz` explores beyond them.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./core/protocol:FuzzDecode ./infra/dynamo:FuzzDecodeItem ./infra/dynamo:FuzzStoreReads ./functions/configapi/httpapi:FuzzRequest
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; out=$$(mktemp); \
+		if ! $(GO) test "$$pkg" -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) >"$$out" 2>&1; then \
+			cat "$$out"; rm -f "$$out"; echo "fuzz: $$fn in $$pkg failed; the failing input is under $$pkg/testdata/fuzz/$$fn"; exit 1; \
+		fi; \
+		echo "fuzz: $$fn ($$pkg, $(FUZZTIME)): $$(grep -o 'execs: [0-9]*' "$$out" | tail -1 | cut -d' ' -f2) inputs run, none failed or hung"; \
+		rm -f "$$out"; \
+	done
+
+# A long fault campaign per seed (docs/chaos.md). The defaults inject well
+# over 1,000 faults; the report is chaos/report.json.
+CHAOS_SEEDS ?= 1,2,3
+CHAOS_DURATION ?= 2m
+CHAOS_JOBS ?= 4
+CHAOS_FLAGS ?=
+
+chaos:
+	@$(EMULATOR) up
+	@status=0; \
+	$(GO) run ./cmd/weir-chaos -seeds $(CHAOS_SEEDS) -duration $(CHAOS_DURATION) -jobs $(CHAOS_JOBS) $(CHAOS_FLAGS) || status=$$?; \
+	$(EMULATOR) down; exit $$status
+
+# chaos-short runs the short campaign (at least 250 faults, about a minute)
+# as a test against the emulator.
+chaos-short:
+	@$(EMULATOR) up
+	@status=0; \
+	WEIR_INTEGRATION=1 WEIR_CHAOS=1 $(GO) test -race -count=1 -run TestShortCampaign -v ./chaos || status=$$?; \
+	$(EMULATOR) down; exit $$status

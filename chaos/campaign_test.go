@@ -1,0 +1,79 @@
+package chaos_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/weirstream/weir/chaos"
+	"github.com/weirstream/weir/infra/awstest"
+	"github.com/weirstream/weir/infra/resources"
+	"github.com/weirstream/weir/infra/resources/resourcestest"
+)
+
+// TestShortCampaign is the campaign CI runs: three controllers, four jobs,
+// at least 200 injected faults, and not one violation.
+func TestShortCampaign(t *testing.T) {
+	// Not part of every test run yet: under load the emulator has been seen
+	// to return items of several jobs as they were before their latest
+	// write, which the checker rightly reports (docs/chaos.md); until that
+	// is explained the campaign runs on demand.
+	if os.Getenv("WEIR_CHAOS") != "1" {
+		t.Skip("the short fault campaign runs with WEIR_CHAOS=1 (make chaos-short)")
+	}
+	cfg := awstest.Config(t)
+	stack := resourcestest.ForTest(t, cfg)
+	env := stack.Env()
+	seed := uint64(1)
+	if s := os.Getenv("WEIR_CHAOS_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("WEIR_CHAOS_SEED=%q is not a number", s)
+		}
+		seed = n
+	}
+	// WEIR_CHAOS_LOG names a file for the controllers' logs.
+	var log *slog.Logger
+	if path := os.Getenv("WEIR_CHAOS_LOG"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		log = slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	// WEIR_CHAOS_TRACE names a file for every DynamoDB write the
+	// controllers send.
+	var trace io.Writer
+	if path := os.Getenv("WEIR_CHAOS_TRACE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		trace = f
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := chaos.Run(ctx, chaos.Env{
+		AWS: cfg, JobsTable: env[resources.EnvJobsTable], LeaseTable: env[resources.EnvLeaseTable],
+		QueueURL: env[resources.EnvWorkerQueueURL], DLQURL: env[resources.EnvWorkerDLQURL],
+	}, chaos.Options{Seed: seed, Duration: 45 * time.Second, Settle: 40 * time.Second, Jobs: 4, Controllers: 3, FaultRate: 2.5, MinFaults: 250, Log: log, Trace: trace,
+		Progress: func(s string) { t.Log(s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.MarshalIndent(rep, "", "  ")
+	t.Logf("report:\n%s", out)
+	for _, v := range rep.ViolationDetails {
+		t.Error(v)
+	}
+	if rep.FaultsInjected < 200 {
+		t.Errorf("%d faults injected; the short campaign must inject at least 200", rep.FaultsInjected)
+	}
+}
