@@ -546,8 +546,10 @@ func TestReceiveEndsOnCancelAndRunLeavesNoGoroutines(t *testing.T) {
 	}
 }
 
-func TestStoppingGivesBackMessagesNotYetHandedOut(t *testing.T) {
-	q := newQueues(t, nil)
+// oneMessageInbox publishes one envelope and starts an inbox with one
+// receiver; stop ends its Run and returns what Run returned.
+func oneMessageInbox(t *testing.T, q queues) (in *sqs.Inbox, runCtx context.Context, stop func() error) {
+	t.Helper()
 	ctx := context.Background()
 	if err := q.publisher(t).Publish(ctx, envelope(t, 1)); err != nil {
 		t.Fatal(err)
@@ -556,17 +558,22 @@ func TestStoppingGivesBackMessagesNotYetHandedOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- in.Run(runCtx) }()
+	return in, runCtx, func() error { cancel(); return <-done }
+}
+
+func TestStoppingGivesBackMessagesNotYetHandedOut(t *testing.T) {
+	q := newQueues(t, nil)
+	in, runCtx, stop := oneMessageInbox(t, q)
 	// The receiver holds the message, waiting for a Receive that never
 	// comes.
 	waitFor(t, 10*time.Second, func() bool { return in.Held() == 1 }, "the message to be received")
 	if err := in.Run(runCtx); err == nil {
 		t.Fatal("a second Run of the same inbox was accepted")
 	}
-	stop()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if visible, inFlight := q.counts(t, q.url); visible != 1 || inFlight != 0 {
@@ -579,25 +586,14 @@ func TestStoppingGivesBackMessagesNotYetHandedOut(t *testing.T) {
 // Run of the same inbox does not keep it hidden.
 func TestStoppingGivesBackMessagesHandedOutButNotSettled(t *testing.T) {
 	q := newQueues(t, nil)
-	ctx := context.Background()
-	if err := q.publisher(t).Publish(ctx, envelope(t, 1)); err != nil {
-		t.Fatal(err)
-	}
-	in, err := sqs.NewInbox(q.client, q.url, sqs.InboxOptions{Receivers: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- in.Run(runCtx) }()
-	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	in, _, stop := oneMessageInbox(t, q)
+	rctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	ds, err := in.Receive(rctx)
 	cancel()
 	if err != nil || len(ds) != 1 {
 		t.Fatalf("Receive = %d messages, %v; want the one sent", len(ds), err)
 	}
-	stop()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if in.Held() != 0 {
