@@ -258,17 +258,7 @@ func TestForceStopInEveryNonTerminalState(t *testing.T) {
 }
 
 func TestSourcesFinishingLeadsToFinished(t *testing.T) {
-	h := newHarness(t, testConfig())
-	h.start()
-	h.bringUp()
-	h.eachTask(func(a job.TaskAssignment) protocol.Event {
-		if a.OperatorID == "source" {
-			return protocol.Event{Kind: protocol.TaskFinished, Operator: a.OperatorID, Subtask: a.Subtask}
-		}
-		return protocol.Event{Kind: protocol.TaskStarted, Operator: a.OperatorID, Subtask: a.Subtask}
-	})
-	h.tick()
-	h.want(job.Finishing)
+	h := finishingHarness(t)
 	h.finishAll()
 	h.tick()
 	h.want(job.Finished)
@@ -278,17 +268,7 @@ func TestSourcesFinishingLeadsToFinished(t *testing.T) {
 }
 
 func TestFinishingTimesOut(t *testing.T) {
-	h := newHarness(t, testConfig())
-	h.start()
-	h.bringUp()
-	h.eachTask(func(a job.TaskAssignment) protocol.Event {
-		if a.OperatorID == "source" {
-			return protocol.Event{Kind: protocol.TaskFinished, Operator: a.OperatorID, Subtask: a.Subtask}
-		}
-		return protocol.Event{Kind: protocol.TaskStarted, Operator: a.OperatorID, Subtask: a.Subtask}
-	})
-	h.tick()
-	h.want(job.Finishing)
+	h := finishingHarness(t)
 	for elapsed := time.Duration(0); elapsed <= h.deps.Settings.FinishingTimeout-5*time.Second; elapsed += 5 * time.Second {
 		h.heartbeats()
 		h.advance(5 * time.Second)
@@ -304,17 +284,7 @@ func TestFinishingTimesOut(t *testing.T) {
 // A bounded job whose sinks drain slowly is waited for past the finishing
 // time-out as long as records keep moving: recovering it would replay it.
 func TestFinishingWaitsForSlowDrain(t *testing.T) {
-	h := newHarness(t, testConfig())
-	h.start()
-	h.bringUp()
-	h.eachTask(func(a job.TaskAssignment) protocol.Event {
-		if a.OperatorID == "source" {
-			return protocol.Event{Kind: protocol.TaskFinished, Operator: a.OperatorID, Subtask: a.Subtask}
-		}
-		return protocol.Event{Kind: protocol.TaskStarted, Operator: a.OperatorID, Subtask: a.Subtask}
-	})
-	h.tick()
-	h.want(job.Finishing)
+	h := finishingHarness(t)
 	timeout := h.deps.Settings.FinishingTimeout
 	records := uint64(0)
 	for elapsed := time.Duration(0); elapsed < 3*timeout; elapsed += 5 * time.Second {
@@ -1021,4 +991,22 @@ func TestOtherRunEnvelopeIsLogged(t *testing.T) {
 	if got := logs.count("worker message of another run dropped"); got != 1 {
 		t.Fatalf("%d log lines for the dropped envelope, want 1", got)
 	}
+}
+
+// finishingHarness brings a job up and finishes its sources: it is in
+// Finishing, its other tasks still running.
+func finishingHarness(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t, testConfig())
+	h.start()
+	h.bringUp()
+	h.eachTask(func(a job.TaskAssignment) protocol.Event {
+		if a.OperatorID == "source" {
+			return protocol.Event{Kind: protocol.TaskFinished, Operator: a.OperatorID, Subtask: a.Subtask}
+		}
+		return protocol.Event{Kind: protocol.TaskStarted, Operator: a.OperatorID, Subtask: a.Subtask}
+	})
+	h.tick()
+	h.want(job.Finishing)
+	return h
 }
