@@ -17,6 +17,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -293,6 +294,9 @@ func errorResponse(r *http.Request, status int, target, code, message string) *h
 	h.Set("Content-Type", "application/x-amz-json-1.0")
 	h.Set("X-Amzn-Query-Error", code+";Sender")
 	h.Set("X-Amzn-Requestid", "injected-fault")
+	// DynamoDB signs every answer with a CRC32 of its body, and the SDK
+	// checks it: an injected answer carries one too, as a real one would.
+	h.Set("X-Amz-Crc32", strconv.FormatUint(uint64(crc32.ChecksumIEEE([]byte(body))), 10))
 	return &http.Response{
 		Status:        fmt.Sprintf("%d %s", status, http.StatusText(status)),
 		StatusCode:    status,

@@ -3,9 +3,12 @@ package faults_test
 import (
 	"context"
 	"errors"
+	"hash/crc32"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -252,5 +255,29 @@ func TestOptionsAreValidated(t *testing.T) {
 	}
 	if in, err := faults.New(faults.Options{}); err != nil || in.String() != "no faults injected" {
 		t.Fatalf("zero Options: %v, %v", in, err)
+	}
+}
+
+// An injected DynamoDB error answer carries the CRC32 of its body, as the
+// service's own answers do, so the SDK's checksum check passes.
+func TestInjectedDynamoDBAnswersCarryTheirChecksum(t *testing.T) {
+	in := newInjector(t, faults.Rule{Kind: faults.Throttle, Rate: 1})
+	req, err := http.NewRequest(http.MethodPost, "http://127.0.0.1:1/", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Amz-Target", "DynamoDB_20120810.PutItem")
+	resp, err := in.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strconv.FormatUint(uint64(crc32.ChecksumIEEE(body)), 10)
+	if got := resp.Header.Get("X-Amz-Crc32"); got != want {
+		t.Fatalf("X-Amz-Crc32 = %q, want %s (the CRC32 of %s)", got, want, body)
 	}
 }
