@@ -73,23 +73,8 @@ func service(ctx context.Context, memory bool, log *slog.Logger) (*jobs.Service,
 	if memory {
 		return jobs.New(jobs.Deps{Store: memstore.New(), Timers: noTimers{}, Log: log})
 	}
-	svc, _, err := wiring.Service(ctx, wiring.Env{
-		JobsTable:     os.Getenv("WEIR_JOBS_TABLE"),
-		ScheduleGroup: os.Getenv("WEIR_SCHEDULE_GROUP"),
-		// Locally nothing invokes the schedules' target; weir-localscheduler
-		// calls the TTL handler itself.
-		TTLFunctionARN:   envOr("WEIR_TTL_FUNCTION_ARN", "arn:aws:lambda:us-east-1:000000000000:function:weir-local-ttl"),
-		SchedulerRoleARN: envOr("WEIR_SCHEDULER_ROLE_ARN", "arn:aws:iam::000000000000:role/weir-local-scheduler"),
-		ScheduleDLQARN:   os.Getenv("WEIR_SCHEDULE_DLQ_ARN"),
-	}, log)
+	svc, _, err := wiring.Service(ctx, wiring.LocalEnv(os.Getenv), log)
 	return svc, err
-}
-
-func envOr(name, fallback string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return fallback
 }
 
 // noTimers drops TTL timers: -memory has no scheduler to keep them.

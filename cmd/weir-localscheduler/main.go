@@ -41,15 +41,7 @@ func run(ctx context.Context, every time.Duration, log *slog.Logger) error {
 	if every <= 0 {
 		return fmt.Errorf("-every %s: must be positive", every)
 	}
-	env := wiring.Env{
-		JobsTable:     os.Getenv("WEIR_JOBS_TABLE"),
-		ScheduleGroup: os.Getenv("WEIR_SCHEDULE_GROUP"),
-		// Locally nothing invokes these; they only fill the schedules'
-		// target the way the stack's outputs do on AWS.
-		TTLFunctionARN:   envOr("WEIR_TTL_FUNCTION_ARN", "arn:aws:lambda:us-east-1:000000000000:function:weir-local-ttl"),
-		SchedulerRoleARN: envOr("WEIR_SCHEDULER_ROLE_ARN", "arn:aws:iam::000000000000:role/weir-local-scheduler"),
-		ScheduleDLQARN:   os.Getenv("WEIR_SCHEDULE_DLQ_ARN"),
-	}
+	env := wiring.LocalEnv(os.Getenv)
 	svc, sc, err := wiring.Service(ctx, env, log)
 	if err != nil {
 		return err
@@ -70,11 +62,4 @@ func run(ctx context.Context, every time.Duration, log *slog.Logger) error {
 	}
 	log.Info("local scheduler: standing in for EventBridge Scheduler", "group", env.ScheduleGroup, "every", every)
 	return standin.Run(ctx, every)
-}
-
-func envOr(name, fallback string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return fallback
 }

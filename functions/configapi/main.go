@@ -15,13 +15,7 @@ import (
 
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	svc, _, err := wiring.Service(context.Background(), wiring.Env{
-		JobsTable:        os.Getenv("WEIR_JOBS_TABLE"),
-		ScheduleGroup:    os.Getenv("WEIR_SCHEDULE_GROUP"),
-		TTLFunctionARN:   os.Getenv("WEIR_TTL_FUNCTION_ARN"),
-		SchedulerRoleARN: os.Getenv("WEIR_SCHEDULER_ROLE_ARN"),
-		ScheduleDLQARN:   os.Getenv("WEIR_SCHEDULE_DLQ_ARN"),
-	}, log)
+	svc, _, err := wiring.Service(context.Background(), wiring.EnvFrom(os.Getenv), log)
 	if err != nil {
 		log.Error("config API cannot start", "err", err)
 		os.Exit(1)

@@ -26,6 +26,33 @@ type Env struct {
 	ScheduleDLQARN   string // WEIR_SCHEDULE_DLQ_ARN
 }
 
+// EnvFrom reads the settings from the environment (os.Getenv, or a stand-in
+// in tests).
+func EnvFrom(getenv func(string) string) Env {
+	return Env{
+		JobsTable:        getenv("WEIR_JOBS_TABLE"),
+		ScheduleGroup:    getenv("WEIR_SCHEDULE_GROUP"),
+		TTLFunctionARN:   getenv("WEIR_TTL_FUNCTION_ARN"),
+		SchedulerRoleARN: getenv("WEIR_SCHEDULER_ROLE_ARN"),
+		ScheduleDLQARN:   getenv("WEIR_SCHEDULE_DLQ_ARN"),
+	}
+}
+
+// LocalEnv is EnvFrom for the local stack: nothing there invokes the
+// schedules' target (weir-localscheduler calls the TTL handler itself), so
+// the target and role, when unset, are placeholders that only fill the
+// schedules the way the stack's outputs do on AWS.
+func LocalEnv(getenv func(string) string) Env {
+	env := EnvFrom(getenv)
+	if env.TTLFunctionARN == "" {
+		env.TTLFunctionARN = "arn:aws:lambda:us-east-1:000000000000:function:weir-local-ttl"
+	}
+	if env.SchedulerRoleARN == "" {
+		env.SchedulerRoleARN = "arn:aws:iam::000000000000:role/weir-local-scheduler"
+	}
+	return env
+}
+
 // Service builds the jobs service on DynamoDB and EventBridge Scheduler.
 // Every missing setting is named in one error, before any AWS call.
 func Service(ctx context.Context, env Env, log *slog.Logger) (*jobs.Service, *scheduler.Client, error) {

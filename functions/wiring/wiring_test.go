@@ -21,3 +21,17 @@ func TestMissingSettingsAreNamedTogether(t *testing.T) {
 		t.Errorf("error %q names a setting that was given", err)
 	}
 }
+
+func TestLocalEnvFillsOnlyTheScheduleTarget(t *testing.T) {
+	vars := map[string]string{"WEIR_JOBS_TABLE": "t", "WEIR_SCHEDULE_GROUP": "g", "WEIR_SCHEDULER_ROLE_ARN": "arn:role"}
+	env := LocalEnv(func(k string) string { return vars[k] })
+	if env.JobsTable != "t" || env.ScheduleGroup != "g" || env.SchedulerRoleARN != "arn:role" {
+		t.Fatalf("set variables not kept: %+v", env)
+	}
+	if env.TTLFunctionARN == "" || env.ScheduleDLQARN != "" {
+		t.Fatalf("local env = %+v, want a placeholder TTL target and no DLQ", env)
+	}
+	if got := EnvFrom(func(k string) string { return vars[k] }); got.TTLFunctionARN != "" {
+		t.Fatalf("EnvFrom invented a TTL target: %+v", got)
+	}
+}
