@@ -127,11 +127,9 @@ func lossyClient(t *testing.T, cfg aws.Config, optFns ...func(*dynamodb.Options)
 	return db, inj
 }
 
-// Every conditional write loses its first answer: each must still answer
-// as if it had not (invariant 9), through the real SDK's retries.
-func TestStoreConformanceUnderLostAnswers(t *testing.T) {
-	cfg, env := stack(t)
-	db, inj := lossyClient(t, cfg)
+// runLostAnswers runs the lost-answer suite on a store over db.
+func runLostAnswers(t *testing.T, cfg aws.Config, env map[string]string, db *dynamodb.Client, inj *faults.Injector) {
+	t.Helper()
 	s, err := dynamo.NewStore(db, env[resources.EnvJobsTable])
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +139,14 @@ func TestStoreConformanceUnderLostAnswers(t *testing.T) {
 		opts = append(opts, storetest.SkipRaces(raceSkip))
 	}
 	storetest.RunLostAnswers(t, func(*testing.T) store.Store { return s }, func() int { return inj.Injected(faults.LostAnswer, "") }, opts...)
+}
+
+// Every conditional write loses its first answer: each must still answer
+// as if it had not (invariant 9), through the real SDK's retries.
+func TestStoreConformanceUnderLostAnswers(t *testing.T) {
+	cfg, env := stack(t)
+	db, inj := lossyClient(t, cfg)
+	runLostAnswers(t, cfg, env, db, inj)
 	for _, op := range []string{"PutItem", "UpdateItem", "TransactWriteItems"} {
 		if inj.Injected(faults.LostAnswer, op) == 0 {
 			t.Errorf("no %s lost its answer: %s", op, inj)
@@ -157,15 +163,7 @@ func TestLostAnswersAreRecognisedWithoutTheReturnedItem(t *testing.T) {
 	db, inj := lossyClient(t, cfg, func(o *dynamodb.Options) {
 		o.APIOptions = append(o.APIOptions, dropReturnedItems(&dropped))
 	})
-	s, err := dynamo.NewStore(db, env[resources.EnvJobsTable])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var opts []storetest.Option
-	if !atomicConditions(t, cfg, env[resources.EnvJobsTable]) {
-		opts = append(opts, storetest.SkipRaces(raceSkip))
-	}
-	storetest.RunLostAnswers(t, func(*testing.T) store.Store { return s }, func() int { return inj.Injected(faults.LostAnswer, "") }, opts...)
+	runLostAnswers(t, cfg, env, db, inj)
 	if dropped.Load() == 0 {
 		t.Fatal("no failed condition came back with an item to drop, so the fallback read was never exercised")
 	}
