@@ -3,6 +3,8 @@ package protocol
 import (
 	"fmt"
 	"testing"
+
+	"github.com/valyala/fastjson"
 )
 
 // heartbeatEnvelope is a routine v2 heartbeat of a worker running n
@@ -54,6 +56,51 @@ func BenchmarkDecodeHeartbeat(b *testing.B) {
 	}
 }
 
+// BenchmarkDecoders measures the candidates side by side on the same v2
+// heartbeat, one core and all cores: the encoding/json decoder Decode
+// replaced, Decode (a jsontext walk), and for scale fastjson's parser alone
+// (it builds a tree and checks nothing: filling and checking an envelope
+// from the tree would cost more on top).
+func BenchmarkDecoders(b *testing.B) {
+	body := mustEncode(b, heartbeatEnvelope(8))
+	var pool fastjson.ParserPool
+	for _, c := range []struct {
+		name   string
+		decode func([]byte) error
+	}{
+		{"encoding-json", func(d []byte) error { _, err := decodeReference(d); return err }},
+		{"jsontext-walk", func(d []byte) error { _, err := Decode(d); return err }},
+		{"fastjson-parse-only", func(d []byte) error {
+			p := pool.Get()
+			_, err := p.ParseBytes(d)
+			pool.Put(p)
+			return err
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.decode(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(c.name+"/parallel", func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := c.decode(body); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
 func BenchmarkEncodeHeartbeat(b *testing.B) {
 	env := heartbeatEnvelope(8)
 	b.ReportAllocs()
@@ -62,4 +109,49 @@ func BenchmarkEncodeHeartbeat(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func BenchmarkDecodeParts(b *testing.B) {
+	body := mustEncode(b, heartbeatEnvelope(8))
+	env, _ := Decode(body)
+	b.Run("walk", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeJSON(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("validate", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := env.Validate(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkValidateSyntax(b *testing.B) {
+	body := mustEncode(b, heartbeatEnvelope(8))
+	b.Run("jsontext-readvalue", func(b *testing.B) {
+		b.ReportAllocs()
+		w := new(walker)
+		for b.Loop() {
+			w.buf.Reset()
+			w.buf.Write(body)
+			w.dec.Reset(&w.buf, decodeOptions...)
+			if _, err := w.dec.ReadValue(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("fastjson-validate", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := fastjson.ValidateBytes(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
