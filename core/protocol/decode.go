@@ -1,37 +1,32 @@
 package protocol
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
-	"github.com/go-json-experiment/json/jsontext"
-
 	"github.com/weirstream/weir/core/job"
 )
 
-// The envelope is decoded in two passes over the body: jsontext (the
-// streaming tokenizer of encoding/json/v2) checks that it is one valid JSON
-// value and nothing more, then a walk over the checked bytes fills the
-// structs by hand. Both are about ten times faster than encoding/json's
-// reflection, and allocate only the body's copy, the envelope and its
-// lists. The walk can be simple because the syntax is already known good:
-// it only has to find where each token ends.
+// The envelope is decoded by one pass over the body that checks its syntax
+// and fills the structs by hand, about ten times faster than encoding/json's
+// reflection; it allocates only the body's copy, the envelope and its
+// lists. It descends only into the shapes an envelope has and refuses
+// anything else on the spot, so it never has to skip over (or bound the
+// depth of) values it does not know.
 //
 // Decode accepts exactly what encoding/json with DisallowUnknownFields
-// accepted (keys matched exactly, else ignoring case; null leaves a field
-// as it is; numbers parsed by strconv as encoding/json does; strings with
-// escapes or invalid UTF-8 unquoted by encoding/json itself), except that a
-// field named twice in one object is refused: encoding/json kept the last
-// one and merged repeated objects, which no worker that means one value
-// needs. The differential fuzz test (FuzzDecodeMatchesReference) holds the
-// two decoders to this.
+// accepted (RFC 8259 syntax with invalid UTF-8 let through; keys matched
+// exactly, else ignoring case; null leaves a field as it is; numbers parsed
+// by strconv as encoding/json does; strings with escapes or invalid UTF-8
+// unquoted by encoding/json itself), except that a field named twice in one
+// object is refused: encoding/json kept the last one and merged repeated
+// objects, which no worker that means one value needs. The differential
+// fuzz test (FuzzDecodeMatchesReference) holds the two decoders to this.
 //
 // When the walk refuses a body, explain runs encoding/json on it to say
 // why, so the error paths and messages are those of the old decoder.
@@ -39,16 +34,9 @@ import (
 // errRejected marks a body the walk refused; explain says why.
 var errRejected = errors.New("envelope rejected")
 
-// decodeOptions: duplicate names are caught by the walk itself (also those
-// that differ only in case), and invalid UTF-8 is let through to be
-// replaced as encoding/json does.
-var decodeOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
-
-// walker holds what one decode needs; it is pooled so the tokenizer's
-// state and buffers are made once per core, not once per envelope.
+// walker holds what one decode needs; it is pooled so its scratch lists
+// are made once per core, not once per envelope.
 type walker struct {
-	dec jsontext.Decoder
-	buf bytes.Buffer
 	s   string // the body, copied once: string fields are substrings of it
 	pos int    // the walk's position in s
 	// Scratch lists, copied out at their exact length.
@@ -66,25 +54,15 @@ func decodeJSON(data []byte) (*Envelope, error) {
 		clear(w.tasks)
 		clear(w.metrics)
 		w.tasks, w.metrics = w.tasks[:0], w.metrics[:0]
-		w.buf.Reset()
-		w.dec.Reset(&w.buf) // drop the reference to this body
 		walkers.Put(w)
 	}()
-	w.buf.Reset()
-	w.buf.Write(data)
-	w.dec.Reset(&w.buf, decodeOptions...)
-	v, err := w.dec.ReadValue()
-	if err != nil {
-		return nil, errRejected
-	}
-	if _, err := w.dec.ReadToken(); err != io.EOF {
-		return nil, errRejected // trailing data
-	}
-	w.s = string(data)
-	w.pos = int(w.dec.InputOffset()) - len(v)
+	w.s, w.pos = string(data), 0
 	env := new(Envelope)
 	if err := w.envelope(env); err != nil {
 		return nil, err
+	}
+	if w.ws(); w.pos != len(w.s) {
+		return nil, errRejected // trailing data
 	}
 	return env, nil
 }
@@ -112,6 +90,13 @@ func prefix(path string, err error) error {
 
 // ws skips white space.
 func (w *walker) ws() {
+	if w.pos < len(w.s) && w.s[w.pos] > ' ' {
+		return // mostly there is none: Encode writes none
+	}
+	w.skipWS()
+}
+
+func (w *walker) skipWS() {
 	for w.pos < len(w.s) {
 		switch w.s[w.pos] {
 		case ' ', '\t', '\n', '\r':
@@ -123,9 +108,12 @@ func (w *walker) ws() {
 }
 
 // peek returns the kind of the next value: '{', '[', '"', '0' (a number),
-// 't' (true or false) or 'n' (null).
+// 't' (true or false), 'n' (null), or 0 at the end of the body.
 func (w *walker) peek() byte {
 	w.ws()
+	if w.pos == len(w.s) {
+		return 0
+	}
 	switch c := w.s[w.pos]; c {
 	case 'f':
 		return 't'
@@ -136,47 +124,101 @@ func (w *walker) peek() byte {
 	}
 }
 
+// next consumes the byte c, after white space, or reports false.
+func (w *walker) next(c byte) bool {
+	w.ws()
+	if w.pos < len(w.s) && w.s[w.pos] == c {
+		w.pos++
+		return true
+	}
+	return false
+}
+
 // raw consumes the next value, which must be a string, number, true,
-// false or null, and returns its text and kind; plain says that a string
-// holds no escapes.
+// false or null, checks its syntax and returns its text and kind; plain
+// says that a string holds no escapes. kind is 0 for bad syntax.
 func (w *walker) raw() (text string, kind byte, plain bool) {
 	k := w.peek()
 	start := w.pos
 	switch k {
 	case '"':
-		end := start + 1 + strings.IndexByte(w.s[start+1:], '"')
-		if strings.IndexByte(w.s[start+1:end], '\\') < 0 {
-			w.pos = end + 1
-			return w.s[start:w.pos], k, true
-		}
-		for w.pos++; w.s[w.pos] != '"'; w.pos++ {
-			if w.s[w.pos] == '\\' {
-				w.pos++ // the escaped byte, or the u of \uXXXX
+		plain = true
+		for w.pos++; ; w.pos++ {
+			if w.pos >= len(w.s) {
+				return "", 0, false
+			}
+			switch c := w.s[w.pos]; {
+			case c == '"':
+				w.pos++
+				return w.s[start:w.pos], k, plain
+			case c == '\\':
+				// The escape itself is checked where it is unquoted.
+				plain = false
+				w.pos++
+			case c < 0x20:
+				return "", 0, false
 			}
 		}
-		w.pos++
-		return w.s[start:w.pos], k, false
 	case '0':
-		for w.pos < len(w.s) && numberByte[w.s[w.pos]] {
-			w.pos++
+		if !w.numberSyntax() {
+			return "", 0, false
 		}
 	case 'n', 't':
-		for w.pos < len(w.s) && w.s[w.pos] >= 'a' && w.s[w.pos] <= 'z' {
-			w.pos++
+		for _, lit := range [...]string{"null", "true", "false"} {
+			if strings.HasPrefix(w.s[w.pos:], lit) {
+				w.pos += len(lit)
+				return lit, k, false
+			}
 		}
+		return "", 0, false
 	default:
-		return "", k, false // an object or a list
+		return "", k, false // an object or a list, or the end
 	}
 	return w.s[start:w.pos], k, false
 }
 
-// numberByte marks the bytes a JSON number is made of.
-var numberByte = [256]bool{'0': true, '1': true, '2': true, '3': true, '4': true, '5': true, '6': true, '7': true,
-	'8': true, '9': true, '+': true, '-': true, '.': true, 'e': true, 'E': true}
+// numberSyntax consumes a number of RFC 8259's grammar,
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, or reports false.
+func (w *walker) numberSyntax() bool {
+	if w.pos < len(w.s) && w.s[w.pos] == '-' {
+		w.pos++
+	}
+	switch {
+	case w.pos < len(w.s) && w.s[w.pos] == '0':
+		w.pos++
+	case !w.digitRun():
+		return false
+	}
+	if w.pos < len(w.s) && w.s[w.pos] == '.' {
+		w.pos++
+		if !w.digitRun() {
+			return false
+		}
+	}
+	if w.pos < len(w.s) && (w.s[w.pos] == 'e' || w.s[w.pos] == 'E') {
+		w.pos++
+		if w.pos < len(w.s) && (w.s[w.pos] == '+' || w.s[w.pos] == '-') {
+			w.pos++
+		}
+		if !w.digitRun() {
+			return false
+		}
+	}
+	return true
+}
+
+// digitRun consumes one or more digits, or reports false.
+func (w *walker) digitRun() bool {
+	start := w.pos
+	for w.pos < len(w.s) && w.s[w.pos]-'0' <= 9 {
+		w.pos++
+	}
+	return w.pos > start
+}
 
 // null consumes a null if one is next.
 func (w *walker) null() bool {
-	if w.peek() == 'n' {
+	if w.peek() == 'n' && strings.HasPrefix(w.s[w.pos:], "null") {
 		w.pos += len("null")
 		return true
 	}
@@ -192,12 +234,10 @@ func (w *walker) object(names []string, member func(field int) error) error {
 	if w.null() {
 		return nil
 	}
-	if w.peek() != '{' {
+	if !w.next('{') {
 		return errRejected
 	}
-	w.pos++
-	if w.peek() == '}' {
-		w.pos++
+	if w.next('}') {
 		return nil
 	}
 	var seen uint32
@@ -211,15 +251,17 @@ func (w *walker) object(names []string, member func(field int) error) error {
 			return dupErr(names[f])
 		}
 		seen |= 1 << f
-		w.ws()
-		w.pos++ // the colon
+		if !w.next(':') {
+			return errRejected
+		}
 		if err := member(f); err != nil {
 			return prefix(names[f], err)
 		}
-		w.ws()
-		w.pos++
-		if w.s[w.pos-1] == '}' {
+		if w.next('}') {
 			return nil
+		}
+		if !w.next(',') {
+			return errRejected
 		}
 	}
 }
@@ -230,22 +272,21 @@ func (w *walker) list(elem func(i int) error) error {
 	if w.null() {
 		return nil
 	}
-	if w.peek() != '[' {
+	if !w.next('[') {
 		return errRejected
 	}
-	w.pos++
-	if w.peek() == ']' {
-		w.pos++
+	if w.next(']') {
 		return nil
 	}
 	for i := 0; ; i++ {
 		if err := elem(i); err != nil {
 			return prefix("["+strconv.Itoa(i)+"]", err)
 		}
-		w.ws()
-		w.pos++
-		if w.s[w.pos-1] == ']' {
+		if w.next(']') {
 			return nil
+		}
+		if !w.next(',') {
+			return errRejected
 		}
 	}
 }
@@ -257,7 +298,7 @@ func (w *walker) key(names []string, next int) int {
 	w.ws()
 	if next < len(names) {
 		n := names[next]
-		if end := w.pos + 1 + len(n); end < len(w.s) && w.s[end] == '"' && w.s[w.pos+1:end] == n {
+		if end := w.pos + 1 + len(n); end < len(w.s) && w.s[w.pos] == '"' && w.s[end] == '"' && w.s[w.pos+1:end] == n {
 			w.pos = end + 1
 			return next
 		}
@@ -350,6 +391,10 @@ func (w *walker) digits() (n uint64, ok bool) {
 	return n, true
 }
 
+// numberByte marks the bytes that may go on a number.
+var numberByte = [256]bool{'0': true, '1': true, '2': true, '3': true, '4': true, '5': true, '6': true, '7': true,
+	'8': true, '9': true, '+': true, '-': true, '.': true, 'e': true, 'E': true}
+
 func setInt[T int | int64](w *walker, dst *T) error {
 	if n, ok := w.digits(); ok {
 		*dst = T(n)
@@ -400,13 +445,11 @@ func setFloat(w *walker, dst *float64) error {
 // setTime reads sent_at by time.Time's own UnmarshalJSON, as encoding/json
 // did (it takes the raw text, escapes and all).
 func setTime(w *walker, dst *time.Time) error {
-	start := w.peek()
-	from := w.pos
-	if start == '{' || start == '[' {
+	text, k, _ := w.raw()
+	if k == 0 || k == '{' || k == '[' {
 		return errRejected
 	}
-	w.raw()
-	return orReject(dst.UnmarshalJSON([]byte(w.s[from:w.pos])))
+	return orReject(dst.UnmarshalJSON([]byte(text)))
 }
 
 func orReject(err error) error {
