@@ -112,7 +112,7 @@ func TestQuietNamesTheNextDeadline(t *testing.T) {
 	}
 	h.send("w-0", protocol.Event{Kind: protocol.WorkerRegistered})
 	if q := h.c.Quiet(); q != 0 {
-		t.Fatalf("Quiet = %s with a message's metrics to export, want 0", q)
+		t.Fatalf("Quiet = %s before the first metrics export, want 0", q)
 	}
 	h.expectContinue()
 	// Metrics every 2 s; the first checkpoint at half its 10 s interval
@@ -147,5 +147,23 @@ func TestQuietUntilTheHeartbeatTimeOut(t *testing.T) {
 	h.advance(time.Second)
 	if q := h.c.Quiet(); q != 2*time.Second {
 		t.Fatalf("Quiet = %s, want the 2 s left of w-0's heartbeat time-out", q)
+	}
+}
+
+// While a checkpoint waits for the subtasks' reports only its time-out is
+// due; once they are all in, finishing it is due at once.
+func TestQuietWhileACheckpointIsInFlight(t *testing.T) {
+	h := newHarness(t, false, withSettings(func(s *Settings) { s.MetricsInterval = time.Hour }))
+	h.running()
+	h.expectContinue()
+	if err := h.c.StartCheckpoint(h.ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if q, want := h.c.Quiet(), h.set.FinalCheckpointTimeout+1; q != want {
+		t.Fatalf("Quiet = %s while waiting for reports, want the %s to the checkpoint's time-out", q, want)
+	}
+	h.reportAll(h.c.cp.epoch)
+	if q := h.c.Quiet(); q != 0 {
+		t.Fatalf("Quiet = %s with every report in, want 0", q)
 	}
 }
