@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -34,29 +33,15 @@ import (
 // errRejected marks a body the walk refused; explain says why.
 var errRejected = errors.New("envelope rejected")
 
-// walker holds what one decode needs; it is pooled so its scratch lists
-// are made once per core, not once per envelope.
+// walker is where one decode is in the body.
 type walker struct {
 	s   string // the body, copied once: string fields are substrings of it
 	pos int    // the walk's position in s
-	// Scratch lists, copied out at their exact length.
-	tasks   []Task
-	metrics []TaskMetrics
 }
-
-var walkers = sync.Pool{New: func() any { return new(walker) }}
 
 // decodeJSON parses data into an envelope without validating it.
 func decodeJSON(data []byte) (*Envelope, error) {
-	w := walkers.Get().(*walker)
-	defer func() {
-		w.s = ""
-		clear(w.tasks)
-		clear(w.metrics)
-		w.tasks, w.metrics = w.tasks[:0], w.metrics[:0]
-		walkers.Put(w)
-	}()
-	w.s, w.pos = string(data), 0
+	w := &walker{s: string(data)}
 	env := new(Envelope)
 	if err := w.envelope(env); err != nil {
 		return nil, err
@@ -496,23 +481,18 @@ func (w *walker) envelope(e *Envelope) error {
 	})
 }
 
-// taskList decodes the tasks into the pooled scratch list and copies them
-// out at their exact length: one allocation, however many there are.
+// taskList decodes the tasks into a list made once: its capacity is the
+// number of "op" keys left in the body, one per task unless events follow
+// (or a key is spelled in another case, and the list grows).
 func (w *walker) taskList(e *Envelope) error {
 	if w.null() {
 		return nil
 	}
-	w.tasks = w.tasks[:0]
-	err := w.list(func(int) error {
-		w.tasks = append(w.tasks, Task{})
-		return w.task(&w.tasks[len(w.tasks)-1])
+	e.Tasks = make([]Task, 0, min(strings.Count(w.s[w.pos:], `"op"`), MaxTasks+1))
+	return w.list(func(int) error {
+		e.Tasks = append(e.Tasks, Task{})
+		return w.task(&e.Tasks[len(e.Tasks)-1])
 	})
-	if err != nil {
-		return err
-	}
-	e.Tasks = make([]Task, len(w.tasks))
-	copy(e.Tasks, w.tasks)
-	return nil
 }
 
 var taskNames = []string{"op", "subtask", "state", "records_in", "records_out", "bytes_in", "bytes_out", "backpressure",
@@ -578,17 +558,11 @@ func (w *walker) heartbeat(h *Heartbeat) error {
 		if w.null() {
 			return nil
 		}
-		w.metrics = w.metrics[:0]
-		err := w.list(func(int) error {
-			w.metrics = append(w.metrics, TaskMetrics{})
-			return w.taskMetrics(&w.metrics[len(w.metrics)-1])
+		h.Metrics = make([]TaskMetrics, 0, min(strings.Count(w.s[w.pos:], `"op"`), MaxMetrics+1))
+		return w.list(func(int) error {
+			h.Metrics = append(h.Metrics, TaskMetrics{})
+			return w.taskMetrics(&h.Metrics[len(h.Metrics)-1])
 		})
-		if err != nil {
-			return err
-		}
-		h.Metrics = make([]TaskMetrics, len(w.metrics))
-		copy(h.Metrics, w.metrics)
-		return nil
 	})
 }
 
