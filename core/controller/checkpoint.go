@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/weirstream/weir/core/job"
@@ -427,7 +428,8 @@ func (c *JobController) checkpointReported(t int32, epoch, bytes int64, metadata
 		if cp.meta[oi] == nil {
 			cp.meta[oi] = make(map[int]string, c.ops[oi].parallelism)
 		}
-		cp.meta[oi][s] = metadata
+		// A copy: the decoded envelope's strings share its whole body.
+		cp.meta[oi][s] = strings.Clone(metadata)
 	}
 	if cp.counts[oi] == c.ops[oi].parallelism {
 		cp.opsDone++
