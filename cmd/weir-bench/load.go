@@ -290,7 +290,7 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	res.ProbeLateP99Ms, res.ProbeLateMaxMs = probe.quantileMs(0.99), probe.maxMs()
 	res.TicksPerSecond = float64(res.Ticks) / secs
 	res.MessagesPerSecondExpected = expectedMessages(o.jobs, o.checkpoint)
-	res.TicksPerSecondExpected = expectedTicks(o.jobs, res.MessagesPerSecondExpected)
+	res.TicksPerSecondExpected = expectedTicks(o.jobs, o.checkpoint)
 	res.LoadAverage = loadAverage()
 	res.FailToRecoveringP50Ms, res.FailToRecoveringP99Ms = recov.quantileMs(0.5), recov.quantileMs(0.99)
 	res.Failures = int(recov.count())
@@ -410,13 +410,13 @@ func injectFailures(ctx context.Context, sim *Sim, ids []job.ID, rate float64) {
 var _ inbox.Inbox = (*meminbox.Inbox)(nil)
 var _ store.Store = (*slowStore)(nil)
 
-// expectedTicks bounds the ticks per second of jobs that receive msgs
-// messages a second in all: a quiet job ticks once per state.IdleTicks
-// progress intervals, and a message brings the next tick forward, at most
-// to one per interval.
-func expectedTicks(jobs int, msgs float64) float64 {
+// expectedTicks estimates the ticks per second of jobs that checkpoint
+// every checkpoint: a quiet job ticks once per state.IdleTicks progress
+// intervals, and each checkpoint adds about one (its reports all in; its
+// start falls on a tick of its own time).
+func expectedTicks(jobs int, checkpoint time.Duration) float64 {
 	interval := controller.DefaultSettings().ProgressInterval.Seconds()
-	perJob := 1/(state.IdleTicks*interval) + msgs/float64(jobs)
+	perJob := 1/(state.IdleTicks*interval) + 1/checkpoint.Seconds()
 	return float64(jobs) * min(perJob, 1/interval)
 }
 

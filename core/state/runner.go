@@ -24,13 +24,15 @@ type ParkFunc func(ctx context.Context, id job.ID, configVersion int64) error
 //
 // Ticks fall on a grid of the progress interval. While the job is quiet
 // (the Machine's QuietUntil: nothing due on time alone, nothing being
-// retried) and no news comes, the loop lets grid points lapse and sleeps
-// until the first one at or after the quiet time ends, at most IdleTicks
-// intervals, so progress is still checked level-triggered at least that
-// often. A message or a config handled makes the next grid point after the
-// last tick due again (now, if that point has passed): what a message
-// brings on is acted on as soon as under a fixed cadence. Ten thousand
-// idle jobs then wake a fifth as often as with one ticker each.
+// retried) the loop lets grid points lapse and sleeps until the first one
+// at or after the quiet time ends, at most IdleTicks intervals, so
+// progress is still checked level-triggered at least that often. After
+// handling a message or a config it asks again: what a worker reported
+// (a failure, the last report of a checkpoint) makes the next grid point
+// after the last tick due, or the present moment if that point has
+// passed, so it is acted on as soon as under a fixed cadence, while a
+// plain heartbeat costs no tick. Ten thousand quiet jobs then wake a fifth
+// as often as with one ticker each.
 //
 // A message is taken from the mailbox only while the Machine can act on it:
 // while a state's entry is retried or a decided move is unsaved, messages
@@ -122,10 +124,14 @@ func (r *Runner) Run(ctx context.Context) error {
 			news = news || n > 0
 		}
 		now := clk.Now()
-		if news && due.After(next) {
-			due = next
-			if now.After(due) {
-				due = now
+		if news {
+			// What was handled may have brought something on: ask again,
+			// never putting the tick off.
+			if d := r.stretch(next, now); d.Before(due) {
+				due = d
+				if due.Before(now) {
+					due = now
+				}
 			}
 		}
 		ticked := false
@@ -163,8 +169,9 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 // stretch returns when the tick after the grid point next should run: next
-// itself unless the Machine is quiet past it, else the first grid point at
-// or after the quiet time's end, at most IdleTicks intervals from now.
+// itself (at once, if it has passed) unless the Machine is quiet past it,
+// else the first grid point at or after the quiet time's end, at most
+// IdleTicks intervals from now.
 func (r *Runner) stretch(next, now time.Time) time.Time {
 	until := r.m.QuietUntil(now)
 	if r.mb.Announced() > r.m.c.Config.Version && r.configRetryAt.Before(until) {
