@@ -482,13 +482,12 @@ func (w *walker) envelope(e *Envelope) error {
 }
 
 // taskList decodes the tasks into a list made once: its capacity is the
-// number of "op" keys left in the body, one per task unless events follow
-// (or a key is spelled in another case, and the list grows).
+// number of objects left in the body, one per task unless events follow.
 func (w *walker) taskList(e *Envelope) error {
 	if w.null() {
 		return nil
 	}
-	e.Tasks = make([]Task, 0, min(strings.Count(w.s[w.pos:], `"op"`), MaxTasks+1))
+	e.Tasks = make([]Task, 0, min(strings.Count(w.s[w.pos:], "{"), MaxTasks+1))
 	return w.list(func(int) error {
 		e.Tasks = append(e.Tasks, Task{})
 		return w.task(&e.Tasks[len(e.Tasks)-1])
@@ -558,7 +557,7 @@ func (w *walker) heartbeat(h *Heartbeat) error {
 		if w.null() {
 			return nil
 		}
-		h.Metrics = make([]TaskMetrics, 0, min(strings.Count(w.s[w.pos:], `"op"`), MaxMetrics+1))
+		h.Metrics = make([]TaskMetrics, 0, min(strings.Count(w.s[w.pos:], "{"), MaxMetrics+1))
 		return w.list(func(int) error {
 			h.Metrics = append(h.Metrics, TaskMetrics{})
 			return w.taskMetrics(&h.Metrics[len(h.Metrics)-1])
