@@ -334,6 +334,9 @@ func (c *JobController) finishCheckpoint(ctx context.Context) (CheckpointOutcome
 	c.failures = 0
 	c.endedAny, c.lastEnd = true, c.now()
 	cp.active = false
+	// Written to the record; the next checkpoint starts afresh.
+	clear(cp.meta)
+	cp.committed = nil
 	c.tel.CheckpointFinished(c.jobID, cp.epoch, took, true)
 	c.log.Info("checkpoint ready", "epoch", cp.epoch, "took", took.String(), "replayed_commit", cp.replay)
 	return CheckpointOutcome{Kind: Completed, Epoch: cp.epoch, ThenStop: cp.thenStop}, nil
@@ -379,6 +382,7 @@ func (c *JobController) failCheckpoint(ctx context.Context) (CheckpointOutcome, 
 	c.failures++
 	c.endedAny, c.lastEnd = true, c.now()
 	cp.active = false
+	clear(cp.meta) // written to the record
 	c.tel.CheckpointFinished(c.jobID, cp.epoch, took, false)
 	c.log.Warn("checkpoint failed", "epoch", cp.epoch, "reason", reason,
 		"consecutive_failures", c.failures, "tolerated", c.settings.TolerableCheckpointFailures)
