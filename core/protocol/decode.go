@@ -12,9 +12,9 @@ import (
 )
 
 // The envelope is decoded by one pass over the body that checks its syntax
-// and fills the structs by hand, about ten times faster than encoding/json's
-// reflection; it allocates only the body's copy, the envelope and its
-// lists. It descends only into the shapes an envelope has and refuses
+// and fills the structs by hand, six to nine times faster than
+// encoding/json's reflection (BenchmarkDecoders); it allocates only the
+// body's copy, the envelope and its lists. It descends only into the shapes an envelope has and refuses
 // anything else on the spot, so it never has to skip over (or bound the
 // depth of) values it does not know.
 //
