@@ -41,6 +41,11 @@ type loadOptions struct {
 	quiet      time.Duration // measured time with jobs ticking and no messages
 	sizes      bool          // bill store requests by item size
 	ackLinger  time.Duration // the manager's AckLinger (0: its default)
+	// concurrency bounds the store requests in flight (0: no bound);
+	// checkpoints is how many each seeded job has; takeoverOnly ends the
+	// run once every job is taken over.
+	concurrency, checkpoints int
+	takeoverOnly             bool
 }
 
 func writeHeapProfile(path string) error {
@@ -75,6 +80,7 @@ type LoadResult struct {
 	FailToRecoveringP99Ms  float64 `json:"fail_to_recovering_p99_ms"`
 	Failures               int     `json:"failures_measured"`
 	TakeoverSeconds        float64 `json:"takeover_seconds"`
+	TakeoverRequestsPerJob float64 `json:"takeover_store_requests_per_job"`
 	WorkersRestarted       int     `json:"workers_restarted_at_takeover"`
 	WindowSeconds          float64 `json:"window_seconds"`
 
@@ -168,6 +174,10 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	}
 	st := newSlowStore(mem, o.latency)
 	st.sizes = o.sizes
+	st.limit(o.concurrency)
+	if err := st.seedCheckpoints(ctx, ids, o.checkpoints); err != nil {
+		return res, err
+	}
 	in, err := meminbox.New(meminbox.Options{Clock: clock.Real{}})
 	if err != nil {
 		return res, err
@@ -197,7 +207,7 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	}
 	ticks := newHist()
 	var mgrErr atomic.Value
-	start := time.Now()
+	start, calls0 := time.Now(), st.calls.Load()
 	if o.plain {
 		for range 2 {
 			wg.Go(func() { plainConsumer(ctx, in) })
@@ -232,7 +242,11 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 		time.Sleep(5 * time.Millisecond)
 	}
 	res.TakeoverSeconds = time.Since(start).Seconds()
+	res.TakeoverRequestsPerJob = float64(st.calls.Load()-calls0) / float64(o.jobs)
 	res.WorkersRestarted = len(fl.Starts())
+	if o.takeoverOnly {
+		return res, nil
+	}
 	// A quiet window before the workers start: the jobs only tick, so
 	// the CPU a tick costs is measured on its own.
 	if !o.plain && o.quiet > 0 {

@@ -11,13 +11,16 @@ import (
 	"github.com/weirstream/weir/core/store"
 )
 
-// slowStore is a store.Store with a fixed latency on every call, as a
-// DynamoDB round trip has, that counts the DynamoDB requests each call
-// would make and their capacity units, and tells a hook about every status
-// it writes.
+// slowStore is a store.Store with a fixed latency on every DynamoDB
+// request a call would make, as a round trip has, and at most a fixed
+// number of requests in flight, as the SDK's HTTP client and one task's
+// CPU allow; it counts the requests and their capacity units, and tells a
+// hook about every status it writes.
 type slowStore struct {
 	store.Store
-	latency  time.Duration
+	latency time.Duration
+	// slots holds one token per request in flight (nil: no bound).
+	slots    chan struct{}
 	onStatus func(job.Status)
 	// sizes: bill by item size (encoding each item costs CPU, so only the
 	// cost run does); otherwise every request counts its minimum.
@@ -39,8 +42,25 @@ func newSlowStore(s store.Store, latency time.Duration) *slowStore {
 	return &slowStore{Store: s, latency: latency, count: map[string]int64{}, units: map[string]float64{}, checkpoints: map[job.ID]int{}}
 }
 
+// limit bounds the requests in flight (0: no bound).
+func (s *slowStore) limit(n int) {
+	s.slots = nil
+	if n > 0 {
+		s.slots = make(chan struct{}, n)
+	}
+}
+
+// wait is one request: it waits for a free slot, then for the latency.
 func (s *slowStore) wait(ctx context.Context) error {
 	s.calls.Add(1)
+	if s.slots != nil {
+		select {
+		case s.slots <- struct{}{}:
+			defer func() { <-s.slots }()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if s.latency <= 0 {
 		return ctx.Err()
 	}
@@ -252,4 +272,96 @@ func (s *slowStore) Park(ctx context.Context, f store.Fence, id job.ID, configVe
 	}
 	s.bill("dynamodb.UpdateItem park", false, false, 200)
 	return s.Store.Park(ctx, f, id, configVersion)
+}
+
+// waitAll makes n requests at once, at most par of them in flight, as the
+// DynamoDB store's bulk calls do.
+func (s *slowStore) waitAll(ctx context.Context, n, par int) error {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, par)
+	var failed atomic.Value
+	for range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := s.wait(ctx); err != nil {
+				failed.Store(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		return err
+	}
+	return nil
+}
+
+// ReadJobs is, as on DynamoDB, BatchGetItem requests of 100 keys (three
+// per job) one after another, then one Query per job that has checkpoint
+// items, 16 at a time.
+func (s *slowStore) ReadJobs(ctx context.Context, ids []job.ID) ([]store.JobState, error) {
+	for range (3*len(ids) + 99) / 100 {
+		if err := s.wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+	out, err := s.Store.ReadJobs(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	queries := 0
+	for _, js := range out {
+		s.bill("dynamodb.BatchGetItem take-over", true, false, s.size(js.Config)+s.size(js.Status)+s.size(js.Commands))
+		if js.MaxEpoch > 0 {
+			queries++
+			s.bill("dynamodb.Query take-over checkpoints", true, false, s.size(js.Checkpoints))
+		}
+	}
+	if err := s.waitAll(ctx, queries, 16); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ClaimJobs is, as on DynamoDB, TransactWriteItems of whole jobs, 100
+// items each (status, command record, each checkpoint), 4 at a time.
+func (s *slowStore) ClaimJobs(ctx context.Context, f store.Fence, jobs []store.JobState) []error {
+	items, packs := 0, 0
+	for _, js := range jobs {
+		n := 2 + len(js.Checkpoints)
+		if items == 0 || items+n > 100 {
+			packs++
+			items = 0
+		}
+		items += n
+		// A transaction bills twice the write units of each item.
+		s.bill("dynamodb.TransactWriteItems take-over claim", false, false, 2*(int(s.statusSize.Load())+int(s.commandsSize.Load())))
+		for range js.Checkpoints {
+			s.bill("dynamodb.TransactWriteItems take-over claim", false, false, 2*int(s.ckptSize.Load()))
+		}
+	}
+	if err := s.waitAll(ctx, packs, 4); err != nil {
+		errs := make([]error, len(jobs))
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	return s.Store.ClaimJobs(ctx, f, jobs)
+}
+
+// seedCheckpoints gives every job n ready checkpoints of run 1, as a job
+// that has run a while keeps (10 retained by default).
+func (s *slowStore) seedCheckpoints(ctx context.Context, ids []job.ID, n int) error {
+	now := time.Now()
+	for _, id := range ids {
+		for e := int64(1); e <= int64(n); e++ {
+			if err := s.Store.CreateCheckpoint(ctx, 1, job.Checkpoint{JobID: id, Epoch: e, RunID: 1,
+				State: job.CheckpointReady, StartedAt: now, FinishedAt: now}); err != nil {
+				return err
+			}
+		}
+		s.checkpoints[id] = n
+	}
+	return nil
 }
