@@ -81,6 +81,7 @@ type LoadResult struct {
 	Failures               int     `json:"failures_measured"`
 	TakeoverSeconds        float64 `json:"takeover_seconds"`
 	TakeoverRequestsPerJob float64 `json:"takeover_store_requests_per_job"`
+	TakeoverCPUSeconds     float64 `json:"takeover_cpu_seconds"`
 	WorkersRestarted       int     `json:"workers_restarted_at_takeover"`
 	WindowSeconds          float64 `json:"window_seconds"`
 
@@ -191,14 +192,17 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	defer cancel()
 	baseHeap, baseStacks := memInUse()
 
-	// Adopted: a status written under the new fence for every job.
+	// Adopted: every job's loop has taken its job over (claimed, read,
+	// adopted); a take-over writes no status for a job it adopts as is.
 	var adopted sync.Map
 	var adoptedN atomic.Int64
-	recov := newHist()
-	st.onStatus = func(s job.Status) {
-		if _, loaded := adopted.LoadOrStore(s.JobID, true); !loaded {
+	takenOver := func(id job.ID) {
+		if _, loaded := adopted.LoadOrStore(id, true); !loaded {
 			adoptedN.Add(1)
 		}
+	}
+	recov := newHist()
+	st.onStatus = func(s job.Status) {
 		if s.State == job.Recovering {
 			if at, ok := sim.FailedAt(s.JobID); ok {
 				recov.add(time.Since(at))
@@ -207,7 +211,7 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	}
 	ticks := newHist()
 	var mgrErr atomic.Value
-	start, calls0 := time.Now(), st.calls.Load()
+	start, calls0, steady0, cpu0 := time.Now(), st.calls.Load(), st.steady.Load(), cpuSeconds()
 	if o.plain {
 		for range 2 {
 			wg.Go(func() { plainConsumer(ctx, in) })
@@ -221,7 +225,7 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 		m, err := manager.New(manager.Deps{
 			Store: st, Inbox: ib, Fleet: fl, Clock: clock.Real{}, Log: log,
 			Settings: controller.DefaultSettings(),
-			OnTick:   ticks.add, AckLinger: o.ackLinger,
+			OnTick:   ticks.add, AckLinger: o.ackLinger, OnTakenOver: takenOver,
 		})
 		if err != nil {
 			return res, err
@@ -242,7 +246,8 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 		time.Sleep(5 * time.Millisecond)
 	}
 	res.TakeoverSeconds = time.Since(start).Seconds()
-	res.TakeoverRequestsPerJob = float64(st.calls.Load()-calls0) / float64(o.jobs)
+	res.TakeoverCPUSeconds = cpuSeconds() - cpu0
+	res.TakeoverRequestsPerJob = float64(st.calls.Load()-calls0-(st.steady.Load()-steady0)) / float64(o.jobs)
 	res.WorkersRestarted = len(fl.Starts())
 	if o.takeoverOnly {
 		return res, nil

@@ -48,6 +48,7 @@ type Report struct {
 	// per job, as the in-memory store models them.
 	TakeoverRequestsPerJob float64     `json:"takeover_store_requests_per_job"`
 	TakeoverCheckpoints    int         `json:"takeover_checkpoints_per_job"`
+	TakeoverCPUSeconds     float64     `json:"takeover_cpu_seconds"`
 	Cost                   *CostReport `json:"cost,omitempty"`
 }
 
@@ -154,7 +155,7 @@ func run() error {
 		}
 		rep.Load = append(rep.Load, r)
 		if n >= rep.TakeoverJobs {
-			rep.TakeoverJobs, rep.TakeoverSeconds, rep.TakeoverRequestsPerJob = n, r.TakeoverSeconds, r.TakeoverRequestsPerJob
+			rep.TakeoverJobs, rep.TakeoverSeconds, rep.TakeoverRequestsPerJob, rep.TakeoverCPUSeconds = n, r.TakeoverSeconds, r.TakeoverRequestsPerJob, r.TakeoverCPUSeconds
 		}
 	}
 

@@ -30,6 +30,10 @@ type slowStore struct {
 	count map[string]int64
 	units map[string]float64
 	calls atomic.Int64
+	// steady counts the requests of the steady state's writes
+	// (checkpoints, command records, parking), which a take-over does
+	// not make: calls less steady is what the take-over asked.
+	steady atomic.Int64
 	// ckptSize and statusSize are the latest item sizes written, for
 	// billing deletes and the epoch reservation, which rewrite or remove
 	// items the call does not carry.
@@ -48,6 +52,12 @@ func (s *slowStore) limit(n int) {
 	if n > 0 {
 		s.slots = make(chan struct{}, n)
 	}
+}
+
+// waitSteady is one request of a steady-state write.
+func (s *slowStore) waitSteady(ctx context.Context) error {
+	s.steady.Add(1)
+	return s.wait(ctx)
 }
 
 // wait is one request: it waits for a free slot, then for the latency.
@@ -170,7 +180,7 @@ func (s *slowStore) Claim(ctx context.Context, f store.Fence, id job.ID) error {
 }
 
 func (s *slowStore) CreateCheckpoint(ctx context.Context, f store.Fence, cp job.Checkpoint) error {
-	if err := s.wait(ctx); err != nil {
+	if err := s.waitSteady(ctx); err != nil {
 		return err
 	}
 	err := s.Store.CreateCheckpoint(ctx, f, cp)
@@ -189,7 +199,7 @@ func (s *slowStore) CreateCheckpoint(ctx context.Context, f store.Fence, cp job.
 }
 
 func (s *slowStore) UpdateCheckpoint(ctx context.Context, f store.Fence, cp job.Checkpoint) error {
-	if err := s.wait(ctx); err != nil {
+	if err := s.waitSteady(ctx); err != nil {
 		return err
 	}
 	// The record is put whole, billed by the larger of the item before
@@ -219,7 +229,7 @@ func (s *slowStore) MaxEpoch(ctx context.Context, id job.ID) (int64, error) {
 }
 
 func (s *slowStore) DeleteCheckpoints(ctx context.Context, f store.Fence, id job.ID, below int64) (int, error) {
-	if err := s.wait(ctx); err != nil {
+	if err := s.waitSteady(ctx); err != nil {
 		return 0, err
 	}
 	n, err := s.Store.DeleteCheckpoints(ctx, f, id, below)
@@ -246,7 +256,7 @@ func (s *slowStore) GetCommands(ctx context.Context, id job.ID) (job.Commands, e
 }
 
 func (s *slowStore) PutCommands(ctx context.Context, f store.Fence, c job.Commands) (job.Commands, error) {
-	if err := s.wait(ctx); err != nil {
+	if err := s.waitSteady(ctx); err != nil {
 		return job.Commands{}, err
 	}
 	n := s.size(c)
@@ -267,7 +277,7 @@ func (s *slowStore) ActiveJobs(ctx context.Context) ([]store.JobRef, error) {
 }
 
 func (s *slowStore) Park(ctx context.Context, f store.Fence, id job.ID, configVersion int64) error {
-	if err := s.wait(ctx); err != nil {
+	if err := s.waitSteady(ctx); err != nil {
 		return err
 	}
 	s.bill("dynamodb.UpdateItem park", false, false, 200)
