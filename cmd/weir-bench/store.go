@@ -310,7 +310,8 @@ func (s *slowStore) waitAll(ctx context.Context, n, par int) error {
 // per job) one after another, then one Query per job that has checkpoint
 // items, 16 at a time.
 func (s *slowStore) ReadJobs(ctx context.Context, ids []job.ID) ([]store.JobState, error) {
-	for range (3*len(ids) + 99) / 100 {
+	gets := (3*len(ids) + 99) / 100
+	for range gets {
 		if err := s.wait(ctx); err != nil {
 			return nil, err
 		}
@@ -319,13 +320,31 @@ func (s *slowStore) ReadJobs(ctx context.Context, ids []job.ID) ([]store.JobStat
 	if err != nil {
 		return nil, err
 	}
+	// A batch read bills each item found by its own size, strongly.
+	var units []float64
 	queries := 0
 	for _, js := range out {
-		s.bill("dynamodb.BatchGetItem take-over", true, false, s.size(js.Config)+s.size(js.Status)+s.size(js.Commands))
+		if js.Err != nil {
+			continue
+		}
+		units = append(units, readUnits(s.size(js.Config)))
+		if js.HasStatus || js.MaxEpoch > 0 {
+			units = append(units, readUnits(s.size(js.Status)))
+		}
+		if js.HasCommands {
+			units = append(units, readUnits(s.size(js.Commands)))
+		}
 		if js.MaxEpoch > 0 {
 			queries++
 			s.bill("dynamodb.Query take-over checkpoints", true, false, s.size(js.Checkpoints))
 		}
+	}
+	for i := range gets {
+		var u float64
+		for _, v := range units[min(i*100/3, len(units)):min((i+1)*100/3, len(units))] {
+			u += v
+		}
+		s.billUnits("dynamodb.BatchGetItem take-over", u)
 	}
 	if err := s.waitAll(ctx, queries, 16); err != nil {
 		return nil, err
@@ -333,24 +352,37 @@ func (s *slowStore) ReadJobs(ctx context.Context, ids []job.ID) ([]store.JobStat
 	return out, nil
 }
 
+func readUnits(size int) float64 { return float64(max(1, (size+4095)/4096)) }
+
+// billUnits records one request of the named operation with its units.
+func (s *slowStore) billUnits(name string, u float64) {
+	s.mu.Lock()
+	s.count[name]++
+	s.units[name] += u
+	s.mu.Unlock()
+}
+
 // ClaimJobs is, as on DynamoDB, TransactWriteItems of whole jobs, 100
-// items each (status, command record, each checkpoint), 4 at a time.
+// items each (status, command record, each checkpoint), 4 at a time; a
+// transaction bills twice the write units of each item.
 func (s *slowStore) ClaimJobs(ctx context.Context, f store.Fence, jobs []store.JobState) []error {
-	items, packs := 0, 0
+	writeUnits := func(size int64) float64 { return float64(max(1, (size+1023)/1024)) }
+	var packs []float64 // units of each transaction
+	items := 0
 	for _, js := range jobs {
 		n := 2 + len(js.Checkpoints)
-		if items == 0 || items+n > 100 {
-			packs++
+		if len(packs) == 0 || items+n > 100 {
+			packs = append(packs, 0)
 			items = 0
 		}
 		items += n
-		// A transaction bills twice the write units of each item.
-		s.bill("dynamodb.TransactWriteItems take-over claim", false, false, 2*(int(s.statusSize.Load())+int(s.commandsSize.Load())))
-		for range js.Checkpoints {
-			s.bill("dynamodb.TransactWriteItems take-over claim", false, false, 2*int(s.ckptSize.Load()))
-		}
+		u := writeUnits(s.statusSize.Load()) + writeUnits(s.commandsSize.Load()) + float64(len(js.Checkpoints))*writeUnits(s.ckptSize.Load())
+		packs[len(packs)-1] += 2 * u
 	}
-	if err := s.waitAll(ctx, packs, 4); err != nil {
+	for _, u := range packs {
+		s.billUnits("dynamodb.TransactWriteItems take-over claim", u)
+	}
+	if err := s.waitAll(ctx, len(packs), 4); err != nil {
 		errs := make([]error, len(jobs))
 		for i := range errs {
 			errs[i] = err
