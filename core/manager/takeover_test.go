@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -15,9 +16,11 @@ import (
 // bulk read and the claim that follows it.
 type countingStore struct {
 	store.Store
-	mu     sync.Mutex
-	calls  map[string]int
-	onRead func() // once, after the first ReadJobs
+	mu       sync.Mutex
+	calls    map[string]int
+	onRead   func() // once, after the first ReadJobs
+	readErr  error  // returned by every ReadJobs
+	claimErr error  // returned for every job by ClaimJobs
 }
 
 func (c *countingStore) count(name string) {
@@ -34,6 +37,9 @@ func (c *countingStore) snapshot() map[string]int {
 
 func (c *countingStore) ReadJobs(ctx context.Context, ids []job.ID) ([]store.JobState, error) {
 	c.count("ReadJobs")
+	if c.readErr != nil {
+		return nil, c.readErr
+	}
 	js, err := c.Store.ReadJobs(ctx, ids)
 	c.mu.Lock()
 	hook := c.onRead
@@ -47,6 +53,13 @@ func (c *countingStore) ReadJobs(ctx context.Context, ids []job.ID) ([]store.Job
 
 func (c *countingStore) ClaimJobs(ctx context.Context, f store.Fence, jobs []store.JobState) []error {
 	c.count("ClaimJobs")
+	if c.claimErr != nil {
+		errs := make([]error, len(jobs))
+		for i := range errs {
+			errs[i] = c.claimErr
+		}
+		return errs
+	}
 	return c.Store.ClaimJobs(ctx, f, jobs)
 }
 
@@ -233,5 +246,37 @@ func TestTakeoverRereadsAJobChangedAfterTheBulkRead(t *testing.T) {
 		if id != changed && w.status(id).State != job.Running {
 			t.Fatalf("job %s is %s, want Running", id, w.status(id).State)
 		}
+	}
+}
+
+// A bulk read or claim that fails (throttled, unreachable) holds no job
+// up: each job's loop claims and reads it on its own, and adopts it.
+func TestTakeoverFallsBackToEachJobWhenTheBulkCallsFail(t *testing.T) {
+	for name, fail := range map[string]func(*countingStore){
+		"read":  func(c *countingStore) { c.readErr = errors.New("throttled") },
+		"claim": func(c *countingStore) { c.claimErr = errors.New("connection reset") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			ids := w.runningJobs(3)
+			cs := &countingStore{Store: w.store, calls: map[string]int{}}
+			fail(cs)
+			w.deps.Store = cs
+			done := &takenOver{ids: map[job.ID]int{}}
+			w.deps.OnTakenOver = done.add
+			w.run(2)
+			w.until("every job taken over", func() bool { return done.count() == len(ids) })
+			if calls := cs.snapshot(); calls["Claim"] != len(ids) || calls["GetStatus"] != len(ids) {
+				t.Fatalf("%d claims and %d status reads one at a time, want %d each", calls["Claim"], calls["GetStatus"], len(ids))
+			}
+			for _, id := range ids {
+				if st := w.status(id); st.State != job.Running || st.RunID != 1 {
+					t.Fatalf("job %s is %s run %d, want Running run 1", id, st.State, st.RunID)
+				}
+			}
+			if len(w.fleet.Starts()) != 0 {
+				t.Fatalf("take-over started %d workers, want none", len(w.fleet.Starts()))
+			}
+		})
 	}
 }
