@@ -85,12 +85,13 @@ func (m *Machine) AtRest() bool {
 
 // Start takes the job over. It first claims the job under this
 // controller's fence, so no earlier leader can write for it any more, and
-// only then reads the status it continues from. A run an earlier controller
+// only then reads the status it continues from (or starts from what a bulk
+// take-over claimed and read: UseClaimed). A run an earlier controller
 // left active is adopted as it stands (same run id, same workers) where its
 // state allows (see adoptable); otherwise the stored state is resumed,
-// which for an active run means a new one. The status is persisted under
-// the fence before anything else, then a config version the job has not
-// acted on is reacted to.
+// which for an active run means a new one. A status Start changed is
+// persisted under the fence before anything else, then a config version
+// the job has not acted on is reacted to.
 func (m *Machine) Start(ctx context.Context) error {
 	claimed := m.claimed
 	m.claimed = nil
