@@ -310,7 +310,7 @@ func (s *Store) ClaimJobs(ctx context.Context, f store.Fence, jobs []store.JobSt
 	g.SetLimit(claimParallel)
 	for _, p := range packs {
 		g.Go(func() error {
-			s.claimPack(ctx, f, jobs, actions, p.jobs, errs)
+			s.claimTogether(ctx, f, jobs, actions, p.jobs, errs)
 			return nil
 		})
 	}
@@ -318,9 +318,9 @@ func (s *Store) ClaimJobs(ctx context.Context, f store.Fence, jobs []store.JobSt
 	return errs
 }
 
-// claimPack claims the given jobs in one transaction, dropping each job a
+// claimTogether claims the given jobs in one transaction, dropping each job a
 // condition refuses and sending the rest again, until the rest is claimed.
-func (s *Store) claimPack(ctx context.Context, f store.Fence, jobs []store.JobState, actions [][]types.TransactWriteItem, pack []int, errs []error) {
+func (s *Store) claimTogether(ctx context.Context, f store.Fence, jobs []store.JobState, actions [][]types.TransactWriteItem, pack []int, errs []error) {
 	for len(pack) > 0 {
 		var items []types.TransactWriteItem
 		var owner []int // the job of each action
