@@ -31,7 +31,7 @@ func AdoptRun(ctx context.Context, d Deps, cfg job.Config, st job.Status) (*JobC
 	if err != nil {
 		return nil, fmt.Errorf("read the command record of job %s: %w", st.JobID, err)
 	}
-	if err := adoptable(cfg, st, cmds); err != nil {
+	if err := sameRun(st, cmds); err != nil {
 		return nil, err
 	}
 	cps, err := d.Store.ListCheckpoints(ctx, st.JobID)
@@ -53,13 +53,10 @@ type RunRecords struct {
 	MaxEpoch    int64
 }
 
-// adoptable says why a run cannot be adopted from its command record.
-func adoptable(cfg job.Config, st job.Status, cmds job.Commands) error {
+// sameRun says why a command record cannot carry on the status's run.
+func sameRun(st job.Status, cmds job.Commands) error {
 	if cmds.RunID != st.RunID || cmds.Start == nil {
 		return fmt.Errorf("%w: the command record is of run %d, the status of run %d", ErrNotAdoptable, cmds.RunID, st.RunID)
-	}
-	if _, err := layoutOf(cfg, st.Parallelism, cmds.Start.Assignments); err != nil {
-		return fmt.Errorf("%w: %w", ErrNotAdoptable, err)
 	}
 	return nil
 }
@@ -68,7 +65,7 @@ func adoptable(cfg job.Config, st job.Status, cmds job.Commands) error {
 // job (a bulk take-over, store.Takeover): it reads nothing.
 func AdoptRead(ctx context.Context, d Deps, cfg job.Config, st job.Status, rec RunRecords) (*JobController, error) {
 	cmds, cps, maxEpoch := rec.Commands, rec.Checkpoints, rec.MaxEpoch
-	if err := adoptable(cfg, st, cmds); err != nil {
+	if err := sameRun(st, cmds); err != nil {
 		return nil, err
 	}
 	layout, err := layoutOf(cfg, st.Parallelism, cmds.Start.Assignments)
