@@ -26,7 +26,8 @@ func printReport(w io.Writer, r *Report) {
 		}
 	}
 	fmt.Fprintf(w, "\ndecode: %.0f ns and %d allocations per %d-byte heartbeat envelope\n", r.DecodeNs, r.DecodeAllocs, r.DecodeBytes)
-	fmt.Fprintf(w, "take-over: %d jobs adopted in %.2f s (%.0f ms per store call)\n", r.TakeoverJobs, r.TakeoverSeconds, r.StoreLatencyMs)
+	fmt.Fprintf(w, "take-over: %d jobs (%d checkpoints each) adopted in %.2f s using %.2f CPU s, %.2f store requests per job (%.0f ms per request, at most %d in flight)\n",
+		r.TakeoverJobs, r.TakeoverCheckpoints, r.TakeoverSeconds, r.TakeoverCPUSeconds, r.TakeoverRequestsPerJob, r.StoreLatencyMs, r.StoreConcurrency)
 	c := r.Cost
 	if c == nil {
 		return
