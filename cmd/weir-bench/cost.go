@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"slices"
 	"sync"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/weirstream/weir/core/protocol"
 	"github.com/weirstream/weir/infra/accounting"
 	"github.com/weirstream/weir/infra/dynamo"
+	"github.com/weirstream/weir/worker"
 )
 
 const month = 30 * 24 * time.Hour
@@ -28,19 +28,17 @@ const (
 	// assume (see docs/operations.md): a receive that came back partly full
 	// waits this long before the next one, so messages gather.
 	DefaultReceiveLinger = 500 * time.Millisecond
-	// commandIdleRead is how often a worker reads its command record while
-	// nothing changes (worker.DefaultSlowRead); commandReadsPerCheckpoint
-	// is the extra reads a checkpoint costs each worker at the least. The
-	// worker SDK reads fast around each expected checkpoint, so this is a
-	// lower bound (see docs/operations.md).
-	commandIdleRead           = 10 * time.Second
-	commandReadsPerCheckpoint = 1
+	// commandIdleRead is the worker SDK's ceiling on the interval between
+	// reads of the command record while nothing changes
+	// (worker.DefaultSlowRead), printed with the report.
+	commandIdleRead = worker.DefaultSlowRead
 )
 
 // CostAtInterval is the monthly cost of one 10-worker job at one
 // checkpoint interval.
 type CostAtInterval struct {
 	CheckpointIntervalSeconds float64            `json:"checkpoint_interval_seconds"`
+	Worker                    WorkerRates        `json:"worker"`
 	RequestsPerJobMonth       map[string]float64 `json:"requests_per_job_month"`
 	USDByOperation            map[string]float64 `json:"usd_by_operation"`
 	USDPerJobMonth            float64            `json:"usd_per_job_month"`
@@ -60,6 +58,7 @@ type CostReport struct {
 	MessagesPerReceive         float64            `json:"messages_per_receive"`
 	MessagesPerDelete          float64            `json:"messages_per_delete"`
 	ControllerStorePerCkpt     map[string]float64 `json:"controller_store_requests_per_checkpoint"`
+	CommandRecordBytes         int                `json:"command_record_bytes"`
 	Intervals                  []CostAtInterval   `json:"intervals"`
 	USDPerControllerMonth      float64            `json:"usd_per_controller_month"`
 	ControllerRequestsPerMonth map[string]float64 `json:"controller_requests_per_month"`
@@ -123,8 +122,13 @@ func costReport(ctx context.Context, log *slog.Logger, latency, receiveLinger, a
 		rep.ControllerStorePerCkpt[name] = float64(n) / ckpts
 		storeUnitsPerCkpt[name] = u.storeUnits[name] / ckpts
 	}
+	rep.CommandRecordBytes = int(u.commandsBytes)
 	for _, interval := range []time.Duration{10 * time.Second, 60 * time.Second} {
-		rep.Intervals = append(rep.Intervals, jobMonth(p, interval, hb, rep, storeUnitsPerCkpt))
+		rates, err := workerRates(interval)
+		if err != nil {
+			return nil, err
+		}
+		rep.Intervals = append(rep.Intervals, jobMonth(p, rates, rep, storeUnitsPerCkpt))
 	}
 	rep.ControllerRequestsPerMonth, rep.USDPerControllerMonth = controllerMonth(p)
 	return rep, nil
@@ -132,32 +136,31 @@ func costReport(ctx context.Context, log *slog.Logger, latency, receiveLinger, a
 
 const opIndexPoll = "dynamodb.Query active index"
 
-// sendsPerWorker is how many envelopes a worker sends in one checkpoint
-// interval by the protocol's rules: the checkpoint's completion (urgent)
-// plus the heartbeats the rest of the interval needs, one per heartbeat
-// interval counted from the last envelope.
-func sendsPerWorker(interval, hb time.Duration) float64 {
-	return max(1, math.Ceil(interval.Seconds()/hb.Seconds()))
-}
-
-func jobMonth(p accounting.Prices, interval, hb time.Duration, rep *CostReport, storeUnitsPerCkpt map[string]float64) CostAtInterval {
-	c := CostAtInterval{CheckpointIntervalSeconds: interval.Seconds(), RequestsPerJobMonth: map[string]float64{}, USDByOperation: map[string]float64{}}
+// jobMonth prices a month of one 10-worker job at one checkpoint
+// interval: what the SDK's workers send and read at that interval (run on
+// a fake clock), the receives and deletes of what they send, and the
+// controller's store calls per checkpoint as counted in the cost run.
+func jobMonth(p accounting.Prices, w WorkerRates, rep *CostReport, storeUnitsPerCkpt map[string]float64) CostAtInterval {
+	interval := time.Duration(w.CheckpointIntervalSeconds * float64(time.Second))
+	c := CostAtInterval{CheckpointIntervalSeconds: interval.Seconds(), Worker: w, RequestsPerJobMonth: map[string]float64{}, USDByOperation: map[string]float64{}}
 	ckpts := month.Seconds() / interval.Seconds()
-	sends := workersPerJob * ckpts * sendsPerWorker(interval, hb)
+	workerMinutes := workersPerJob * month.Minutes()
 	add := func(name string, requests, usd float64) {
 		c.RequestsPerJobMonth[name] += requests
 		c.USDByOperation[name] += usd
 		c.USDPerJobMonth += usd
 	}
+	sends := workerMinutes * w.SendsPerMinute
 	add("sqs.SendMessage", sends, sends*p.SQSRequest)
 	recv := sends / rep.MessagesPerReceive
 	del := sends / rep.MessagesPerDelete
 	add("sqs.ReceiveMessage", recv, recv*p.SQSRequest)
 	add("sqs.DeleteMessageBatch", del, del*p.SQSRequest)
-	// Workers' reads of the command record: eventually consistent, one
-	// half read unit each (the record is under 4 KB).
-	reads := workersPerJob * (month.Seconds()/commandIdleRead.Seconds() + ckpts*commandReadsPerCheckpoint)
-	add("dynamodb.GetItem commands (workers)", reads, reads*0.5*p.DynamoDBReadUnit)
+	// Workers' reads of the command record: eventually consistent, half a
+	// read unit per started 4 KB of the item.
+	reads := workerMinutes * w.ReadsPerMinute
+	units := 0.5 * float64(max(1, (rep.CommandRecordBytes+4095)/4096))
+	add("dynamodb.GetItem commands (workers)", reads, reads*units*p.DynamoDBReadUnit)
 	for _, name := range slices.Sorted(maps.Keys(rep.ControllerStorePerCkpt)) {
 		n := rep.ControllerStorePerCkpt[name] * ckpts
 		units := storeUnitsPerCkpt[name] * ckpts

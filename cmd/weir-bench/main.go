@@ -68,6 +68,7 @@ func run() error {
 	receiveLinger := flag.Duration("receive-linger", DefaultReceiveLinger, "the cost run's receive linger (the SQS inbox's Linger; 0: none)")
 	ackLinger := flag.Duration("ack-linger", manager.DefaultAckLinger, "the cost run's manager.Deps.AckLinger (negative: none)")
 	withCost := flag.Bool("cost", true, "run the cost model")
+	onlyCost := flag.Bool("only-cost", false, "run the cost model alone (no decoding or load runs)")
 	verbose := flag.Bool("v", false, "log the controller's warnings to stderr")
 	flag.Parse()
 
@@ -103,8 +104,12 @@ func run() error {
 
 	rep := Report{GeneratedAt: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.GOMAXPROCS(0), StoreLatencyMs: ms(*latency)}
 
-	fmt.Fprintln(os.Stderr, "decoding a heartbeat envelope…")
-	rep.DecodeNs, rep.DecodeAllocs, rep.DecodeBytes = benchDecode()
+	if *onlyCost {
+		counts, *withCost = nil, true
+	} else {
+		fmt.Fprintln(os.Stderr, "decoding a heartbeat envelope…")
+		rep.DecodeNs, rep.DecodeAllocs, rep.DecodeBytes = benchDecode()
+	}
 
 	for _, n := range counts {
 		o := loadOptions{jobs: n, latency: *latency, warmup: *warmup, window: *window, failRate: *failRate,

@@ -25,14 +25,22 @@ func printReport(w io.Writer, r *Report) {
 				l.Jobs, l.CPUMicrosPerTick, l.CPUMicrosPerMessage, l.StackBytesPerJob/1024)
 		}
 	}
-	fmt.Fprintf(w, "\ndecode: %.0f ns and %d allocations per %d-byte heartbeat envelope\n", r.DecodeNs, r.DecodeAllocs, r.DecodeBytes)
-	fmt.Fprintf(w, "take-over: %d jobs adopted in %.2f s (%.0f ms per store call)\n", r.TakeoverJobs, r.TakeoverSeconds, r.StoreLatencyMs)
+	if r.DecodeNs > 0 {
+		fmt.Fprintf(w, "\ndecode: %.0f ns and %d allocations per %d-byte heartbeat envelope\n", r.DecodeNs, r.DecodeAllocs, r.DecodeBytes)
+	}
+	if r.TakeoverJobs > 0 {
+		fmt.Fprintf(w, "take-over: %d jobs adopted in %.2f s (%.0f ms per store call)\n", r.TakeoverJobs, r.TakeoverSeconds, r.StoreLatencyMs)
+	}
 	c := r.Cost
 	if c == nil {
 		return
 	}
-	fmt.Fprintf(w, "\ncost at %s list prices, %d jobs sharing a controller, heartbeat every %.0f s, command record read every %.0f s while idle\n",
-		c.Prices.Region, c.SharedJobs, c.HeartbeatIntervalSeconds, c.CommandIdleReadSeconds)
+	fmt.Fprintf(w, "\ncost at %s list prices, %d jobs sharing a controller, heartbeat every %.0f s, the worker SDK's read schedule (at most %.0f s apart), a %d-byte command record\n",
+		c.Prices.Region, c.SharedJobs, c.HeartbeatIntervalSeconds, c.CommandIdleReadSeconds, c.CommandRecordBytes)
+	for _, iv := range c.Intervals {
+		fmt.Fprintf(w, "SDK worker at %.0f s checkpoints: %.2f sends and %.2f command reads per minute; a checkpoint reaches the program %.0f ms after it is written\n",
+			iv.CheckpointIntervalSeconds, iv.Worker.SendsPerMinute, iv.Worker.ReadsPerMinute, iv.Worker.CheckpointStartLagMs)
+	}
 	fmt.Fprintf(w, "receives+deletes: %.3f billed requests per message (%.1f messages per receive, %.1f per delete)\n",
 		c.ReceiveDeletePerMessage, c.MessagesPerReceive, c.MessagesPerDelete)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -380,3 +380,42 @@ func numberAttr(item map[string]types.AttributeValue, name string) (int64, bool)
 	}
 	return v, true
 }
+
+// ItemBytes is the size DynamoDB bills (1 KB write units, 4 KB read units)
+// and limits an item by, for the record v as this store writes it: a
+// job.Config, job.Status, job.Commands or job.Checkpoint, with its key,
+// fence and write token. Cost models use it so that they bill the items
+// the store really writes (gzipped assignments and operator metadata), not
+// the records' JSON.
+func ItemBytes(v any) (int, error) {
+	tok := newToken()
+	var (
+		it       any
+		headroom int
+	)
+	switch v := v.(type) {
+	case job.Config:
+		it = configItem{PK: jobKey(v.JobID), SK: skConfig, Active: activeValue, Token: tok, Config: v}
+	case job.Status:
+		it, headroom = statusItem{PK: jobKey(v.JobID), SK: skStatus, Fence: 1, Token: tok, Status: v}, statusHeadroom
+	case job.Commands:
+		c, err := newCommandsItem(1, tok, v)
+		if err != nil {
+			return 0, err
+		}
+		it = c
+	case job.Checkpoint:
+		c, err := newCheckpointItem(1, tok, v)
+		if err != nil {
+			return 0, err
+		}
+		it = c
+	default:
+		return 0, fmt.Errorf("dynamo: ItemBytes of a %T: want a job.Config, job.Status, job.Commands or job.Checkpoint", v)
+	}
+	item, err := marshal(it)
+	if err != nil {
+		return 0, err
+	}
+	return itemSize(item) + headroom, nil
+}
