@@ -41,8 +41,11 @@ func printReport(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "SDK worker at %.0f s checkpoints: %.2f sends and %.2f command reads per minute; a checkpoint reaches the program %.0f ms after it is written\n",
 			iv.CheckpointIntervalSeconds, iv.Worker.SendsPerMinute, iv.Worker.ReadsPerMinute, iv.Worker.CheckpointStartLagMs)
 	}
-	fmt.Fprintf(w, "receives+deletes: %.3f billed requests per message (%.1f messages per receive, %.1f per delete)\n",
-		c.ReceiveDeletePerMessage, c.MessagesPerReceive, c.MessagesPerDelete)
+	for _, iv := range c.Intervals {
+		b := iv.Batching
+		fmt.Fprintf(w, "receives+deletes at %.0f s checkpoints: %.3f billed requests per message (%.1f messages a second; %.1f per receive, %.1f per delete; linger %.0f ms, ack linger %.0f ms)\n",
+			iv.CheckpointIntervalSeconds, b.ReceiveDeletePerMessage, b.MessagesPerSecond, b.MessagesPerReceive, b.MessagesPerDelete, c.ReceiveLingerMs, c.AckLingerMs)
+	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	header := "per 10-worker job-month"
 	names := map[string]bool{}

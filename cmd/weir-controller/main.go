@@ -152,7 +152,7 @@ func serve(ctx context.Context, s settings) error {
 	}
 	// The manager's tenure runs the inbox's receive loop, so a standby
 	// holds no worker messages.
-	in, err := sqs.NewInbox(awssqs.NewFromConfig(awsCfg), s.WorkerQueueURL, sqs.InboxOptions{Logger: log})
+	in, err := sqs.NewInbox(awssqs.NewFromConfig(awsCfg), s.WorkerQueueURL, sqs.InboxOptions{Logger: log, Linger: s.ReceiveLinger})
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/weirstream/weir/infra/launcher/ecs"
 	"github.com/weirstream/weir/infra/launcher/process"
 	"github.com/weirstream/weir/infra/resources"
+	"github.com/weirstream/weir/infra/sqs"
 	"github.com/weirstream/weir/infra/telemetry"
 )
 
@@ -45,6 +46,8 @@ type settings struct {
 	ECS      ecs.Options
 
 	PollInterval time.Duration
+	// ReceiveLinger is the worker queue inbox's Linger.
+	ReceiveLinger time.Duration
 	// Controller holds the job loops' tunables; only the heartbeat
 	// time-out is a flag, the rest keep their defaults.
 	Controller jobcontroller.Settings
@@ -76,6 +79,7 @@ type flags struct {
 	ecsPublicIP       bool
 
 	pollInterval       durationFlag
+	receiveLinger      durationFlag
 	heartbeatTimeout   durationFlag
 	leaseName          string
 	leaseOwner         string
@@ -113,6 +117,8 @@ func (f *flags) register(fs *pflag.FlagSet) {
 
 	f.pollInterval = durationFlag{d: manager.DefaultPollInterval}
 	fs.Var(&f.pollInterval, "poll-interval", "how often the active jobs are read")
+	f.receiveLinger = durationFlag{d: sqs.DefaultReceiveLinger}
+	fs.Var(&f.receiveLinger, "receive-linger", "after a receive from the worker queue that was not full, wait this long before the next (0 to 1m; default from "+envReceiveLinger+" if set): messages gather, so receives and deletes carry several, at up to this much delay at a trickle")
 	f.heartbeatTimeout = durationFlag{d: protocol.DefaultHeartbeatTimeout}
 	fs.Var(&f.heartbeatTimeout, "heartbeat-timeout", "a worker silent for this long is taken as dead; keep it several of the workers' heartbeat intervals (WEIR_HEARTBEAT_INTERVAL)")
 	fs.StringVar(&f.leaseName, "lease-name", "controller", "name of the lease the controllers of one deployment contend for")
@@ -161,6 +167,7 @@ func (f *flags) settings(getenv func(string) string) (settings, error) {
 	}
 
 	f.checkLauncher(&s, &p)
+	f.checkReceiveLinger(&s, &p, getenv)
 
 	for _, d := range []struct {
 		name string
@@ -270,6 +277,29 @@ func (f *flags) checkLauncher(s *settings, p *problems) {
 				p.addf("--%s is set but --launcher is %q: drop it, or use --launcher %s", fl.Name, s.Launcher, prefix)
 			}
 		})
+	}
+}
+
+// envReceiveLinger sets --receive-linger when the flag is not given.
+const envReceiveLinger = "WEIR_RECEIVE_LINGER"
+
+// checkReceiveLinger takes the linger from the flag, else from the
+// environment, else the default, and checks it is what the inbox accepts.
+func (f *flags) checkReceiveLinger(s *settings, p *problems, getenv func(string) string) {
+	source := "--receive-linger " + f.receiveLinger.raw
+	if !f.fs.Changed("receive-linger") {
+		if v := strings.TrimSpace(getenv(envReceiveLinger)); v != "" {
+			source = fmt.Sprintf("%s=%s", envReceiveLinger, v)
+			_ = f.receiveLinger.Set(v)
+		}
+	}
+	if f.receiveLinger.err != nil {
+		p.addf("%s is not a duration: write it like 500ms, 1s or 2s", source)
+		return
+	}
+	s.ReceiveLinger = f.receiveLinger.d
+	if s.ReceiveLinger < 0 || s.ReceiveLinger > time.Minute {
+		p.addf("%s must be from 0 (no linger) to 1m", source)
 	}
 }
 
