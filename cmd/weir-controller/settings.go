@@ -46,8 +46,9 @@ type settings struct {
 	ECS      ecs.Options
 
 	PollInterval time.Duration
-	// ReceiveLinger is the worker queue inbox's Linger.
-	ReceiveLinger time.Duration
+	// ReceiveLinger is the worker queue inbox's Linger; AckLinger the
+	// manager's.
+	ReceiveLinger, AckLinger time.Duration
 	// Controller holds the job loops' tunables; only the heartbeat
 	// time-out is a flag, the rest keep their defaults.
 	Controller jobcontroller.Settings
@@ -80,6 +81,7 @@ type flags struct {
 
 	pollInterval       durationFlag
 	receiveLinger      durationFlag
+	ackLinger          durationFlag
 	heartbeatTimeout   durationFlag
 	leaseName          string
 	leaseOwner         string
@@ -119,6 +121,8 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.Var(&f.pollInterval, "poll-interval", "how often the active jobs are read")
 	f.receiveLinger = durationFlag{d: sqs.DefaultReceiveLinger}
 	fs.Var(&f.receiveLinger, "receive-linger", "after a receive from the worker queue that was not full, wait this long before the next (0 to 1m; default from "+envReceiveLinger+" if set): messages gather, so receives and deletes carry several, at up to this much delay at a trickle")
+	f.ackLinger = durationFlag{d: sqs.DefaultAckLinger}
+	fs.Var(&f.ackLinger, "ack-linger", "handled worker messages wait up to this long for company before a delete call that would carry fewer than ten (0 to 10s; default from "+envAckLinger+" if set)")
 	f.heartbeatTimeout = durationFlag{d: protocol.DefaultHeartbeatTimeout}
 	fs.Var(&f.heartbeatTimeout, "heartbeat-timeout", "a worker silent for this long is taken as dead; keep it several of the workers' heartbeat intervals (WEIR_HEARTBEAT_INTERVAL)")
 	fs.StringVar(&f.leaseName, "lease-name", "controller", "name of the lease the controllers of one deployment contend for")
@@ -167,7 +171,8 @@ func (f *flags) settings(getenv func(string) string) (settings, error) {
 	}
 
 	f.checkLauncher(&s, &p)
-	f.checkReceiveLinger(&s, &p, getenv)
+	s.ReceiveLinger = f.linger(&p, getenv, "receive-linger", envReceiveLinger, &f.receiveLinger, time.Minute)
+	s.AckLinger = f.linger(&p, getenv, "ack-linger", envAckLinger, &f.ackLinger, 10*time.Second)
 
 	for _, d := range []struct {
 		name string
@@ -280,27 +285,31 @@ func (f *flags) checkLauncher(s *settings, p *problems) {
 	}
 }
 
-// envReceiveLinger sets --receive-linger when the flag is not given.
-const envReceiveLinger = "WEIR_RECEIVE_LINGER"
+// The environment sets --receive-linger and --ack-linger when the flags
+// are not given.
+const (
+	envReceiveLinger = "WEIR_RECEIVE_LINGER"
+	envAckLinger     = "WEIR_ACK_LINGER"
+)
 
-// checkReceiveLinger takes the linger from the flag, else from the
-// environment, else the default, and checks it is what the inbox accepts.
-func (f *flags) checkReceiveLinger(s *settings, p *problems, getenv func(string) string) {
-	source := "--receive-linger " + f.receiveLinger.raw
-	if !f.fs.Changed("receive-linger") {
-		if v := strings.TrimSpace(getenv(envReceiveLinger)); v != "" {
-			source = fmt.Sprintf("%s=%s", envReceiveLinger, v)
-			_ = f.receiveLinger.Set(v)
+// linger takes a linger from its flag, else from the environment, else
+// the default, and checks it is from 0 to most.
+func (f *flags) linger(p *problems, getenv func(string) string, name, env string, fl *durationFlag, most time.Duration) time.Duration {
+	source := "--" + name + " " + fl.raw
+	if !f.fs.Changed(name) {
+		if v := strings.TrimSpace(getenv(env)); v != "" {
+			source = fmt.Sprintf("%s=%s", env, v)
+			_ = fl.Set(v)
 		}
 	}
-	if f.receiveLinger.err != nil {
+	if fl.err != nil {
 		p.addf("%s is not a duration: write it like 500ms, 1s or 2s", source)
-		return
+		return 0
 	}
-	s.ReceiveLinger = f.receiveLinger.d
-	if s.ReceiveLinger < 0 || s.ReceiveLinger > time.Minute {
-		p.addf("%s must be from 0 (no linger) to 1m", source)
+	if fl.d < 0 || fl.d > most {
+		p.addf("%s must be from 0 (no linger) to %s", source, most)
 	}
+	return fl.d
 }
 
 // problems collects what is wrong with the settings.

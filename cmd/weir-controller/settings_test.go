@@ -238,12 +238,34 @@ func TestSettingsReceiveLinger(t *testing.T) {
 		want string
 	}{
 		{"soon", nil, `WEIR_RECEIVE_LINGER=soon is not a duration`},
-		{"", []string{"--receive-linger", "-1s"}, "--receive-linger -1s must be from 0 (no linger) to 1m"},
-		{"2m", nil, "WEIR_RECEIVE_LINGER=2m must be from 0 (no linger) to 1m"},
+		{"", []string{"--receive-linger", "-1s"}, "--receive-linger -1s must be from 0 (no linger) to 1m0s"},
+		{"2m", nil, "WEIR_RECEIVE_LINGER=2m must be from 0 (no linger) to 1m0s"},
 	} {
 		_, err := parse(t, env(c.env), append([]string{"--launcher", "external"}, c.args...)...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("env %q, args %q: error %v, want one saying %q", c.env, c.args, err, c.want)
 		}
+	}
+}
+
+func TestSettingsAckLinger(t *testing.T) {
+	s, err := parse(t, stackEnv, "--launcher", "external")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.AckLinger != sqs.DefaultAckLinger {
+		t.Errorf("ack linger %s, want the default %s", s.AckLinger, sqs.DefaultAckLinger)
+	}
+	env := maps.Clone(stackEnv)
+	env["WEIR_ACK_LINGER"] = "750ms"
+	if s, err = parse(t, env, "--launcher", "external"); err != nil || s.AckLinger != 750*time.Millisecond {
+		t.Errorf("WEIR_ACK_LINGER=750ms: ack linger %s, %v", s.AckLinger, err)
+	}
+	if s, err = parse(t, env, "--launcher", "external", "--ack-linger", "0"); err != nil || s.AckLinger != 0 || ackLinger(s.AckLinger) >= 0 {
+		t.Errorf("--ack-linger 0: ack linger %s (manager gets %s), %v; want none", s.AckLinger, ackLinger(s.AckLinger), err)
+	}
+	_, err = parse(t, stackEnv, "--launcher", "external", "--ack-linger", "20s")
+	if err == nil || !strings.Contains(err.Error(), "--ack-linger 20s must be from 0 (no linger) to 10s") {
+		t.Errorf("--ack-linger 20s: %v", err)
 	}
 }

@@ -30,7 +30,7 @@ const (
 
 	// Write tokens (see tokens.go): the token of the last record write of
 	// an item, of the last epoch reservation, and of the last transaction
-	// (checkpoint deletion, park), the last two on the status item.
+	// (park), the last two on the status item.
 	attrToken      = "wtok"
 	attrEpochToken = "etok"
 	attrBatchToken = "ttok"

@@ -33,6 +33,15 @@ import (
 // load receives come back full and nothing lingers.
 const DefaultReceiveLinger = time.Second
 
+// DefaultAckLinger is how long weir-controller lets handled messages wait
+// for company before a delete call that would carry fewer than ten
+// (manager.Deps.AckLinger). Deleting later delays nothing a job sees: a
+// handled message only has to be deleted before its visibility time-out
+// (30 s), and one redelivered after a crash is judged a duplicate. Two
+// seconds fill a delete at five envelopes a second (ten jobs with 60 s
+// checkpoints).
+const DefaultAckLinger = 2 * time.Second
+
 // InboxOptions tune an Inbox. The zero value of each field means its
 // default.
 type InboxOptions struct {
