@@ -264,6 +264,8 @@ func TestRequestsPerWorkerMinute(t *testing.T) {
 
 			begin := clk.Now()
 			s.start()
+			// The controller states its checkpoint interval in the record.
+			s.write(func(cm *job.Commands) { cm.CheckpointInterval = c.interval })
 			var epoch int64
 			var commitAt time.Time
 			step := func(d time.Duration) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"sync"
 	"time"
@@ -57,18 +58,26 @@ func workerRates(interval time.Duration) (WorkerRates, error) {
 		<-done
 	}()
 
+	// The record states the interval, as the controller writes it.
 	cmds.write(func(c *job.Commands) {
 		c.Start = &job.StartCommand{Program: "bench", Assignments: assignments()}
+		c.CheckpointInterval = interval
 	})
 	var epoch int64
 	written := map[int64]time.Time{}
+	// The controller starts a checkpoint at its first progress tick (every
+	// 200 ms) after the interval has passed since the last one started:
+	// checkpoints come an interval apart or up to 200 ms more.
+	rng := rand.New(rand.NewPCG(1, 2))
+	next := start.Add(interval)
 	run := func(d time.Duration) error {
 		for end := clk.Now().Add(d); clk.Now().Before(end); {
 			clk.Advance(workerStep)
 			if err := settleWorker(clk, done); err != nil {
 				return err
 			}
-			if next := start.Add(time.Duration(epoch+1) * interval); !clk.Now().Before(next) {
+			if now := clk.Now(); !now.Before(next) {
+				next = now.Add(interval + time.Duration(rng.IntN(3))*workerStep)
 				epoch++
 				e := epoch
 				written[e] = clk.Now()

@@ -147,6 +147,8 @@ type commandsItem struct {
 	Checkpoint *job.CheckpointCommand `json:"checkpoint,omitempty"`
 	Commit     *job.CommitCommand     `json:"commit,omitempty"`
 	Stop       *job.StopCommand       `json:"stop,omitempty"`
+	// CheckpointInterval is whole nanoseconds, like every duration.
+	CheckpointInterval time.Duration `json:"checkpoint_interval,omitempty"`
 }
 
 type startAttr struct {
@@ -179,6 +181,7 @@ func newCommandsItem(f int64, tok string, c job.Commands) (commandsItem, error) 
 		PK: jobKey(c.JobID), SK: skCommands, Fence: f, Token: tok,
 		JobID: c.JobID, RunID: c.RunID, Version: c.Version,
 		Checkpoint: c.Checkpoint, Commit: c.Commit, Stop: c.Stop,
+		CheckpointInterval: c.CheckpointInterval,
 	}
 	if c.Start != nil {
 		gz, err := gzipJSON(c.Start.Assignments)
@@ -194,6 +197,7 @@ func (it commandsItem) commands() (job.Commands, error) {
 	c := job.Commands{
 		JobID: it.JobID, RunID: it.RunID, Version: it.Version,
 		Checkpoint: it.Checkpoint, Commit: it.Commit, Stop: it.Stop,
+		CheckpointInterval: it.CheckpointInterval,
 	}
 	if it.Start != nil {
 		c.Start = &job.StartCommand{Program: it.Start.Program, RestoreEpoch: it.Start.RestoreEpoch}
