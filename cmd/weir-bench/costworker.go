@@ -28,8 +28,9 @@ type WorkerRates struct {
 	CheckpointStartLagMs float64 `json:"checkpoint_start_lag_ms"`
 }
 
-// Simulated time of a worker run: a warm-up while the worker learns the
-// spacing of checkpoints, then the measured part.
+// Simulated time of a worker run: a warm-up while the worker finds when
+// checkpoints appear (the first ones are seen by slow reads), at least
+// four checkpoints, then the measured part.
 const (
 	workerWarmUp   = 2 * time.Minute
 	workerMeasured = 10 * time.Minute
@@ -86,7 +87,7 @@ func workerRates(interval time.Duration) (WorkerRates, error) {
 		}
 		return nil
 	}
-	if err := run(workerWarmUp); err != nil {
+	if err := run(max(workerWarmUp, 4*interval)); err != nil {
 		return WorkerRates{}, err
 	}
 	sends0, reads0, from := pub.count(), cmds.count(), epoch
