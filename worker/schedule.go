@@ -35,6 +35,12 @@ type schedule struct {
 	// least an interval after the epoch before's low.
 	interval time.Duration
 	low      time.Time
+	// lowSpacing is how far apart the newest two epochs most likely
+	// appeared: between the middles of (low, epochAt] of each.
+	// Checkpoints that take longer than the interval come further apart
+	// than it (the next starts only after the last ended), and the reads
+	// for the next follow them.
+	lowSpacing time.Duration
 
 	waiting      bool      // for the start command of the run
 	pendingSince time.Time // zero unless waiting for a commit
@@ -110,7 +116,12 @@ func (s *schedule) newEpoch(now time.Time, epoch int64) {
 	if s.interval > 0 && s.epoch > 0 && epoch == s.epoch+1 && s.low.Add(s.interval).After(low) {
 		low = s.low.Add(s.interval)
 	}
-	s.low = earliest(low, now)
+	low = earliest(low, now)
+	s.lowSpacing = 0
+	if s.epoch > 0 && epoch == s.epoch+1 {
+		s.lowSpacing = (low.Sub(s.low) + now.Sub(s.epochAt)) / 2
+	}
+	s.low = low
 	if s.epoch > 0 && epoch == s.epoch+1 {
 		switch d := appeared.Sub(s.appeared); {
 		case narrow && s.narrow && d >= 2*s.fast:
@@ -146,14 +157,17 @@ func (s *schedule) expected() (time.Time, bool) {
 // after its earliest appearance, or when it is due at the latest if that
 // is sooner, so it is seen within a fast interval and the time it is seen
 // never drifts later from one checkpoint to the next. When the newest was
-// seen late (a slow read), the fast reads cover at most the last window
-// before it is due at the latest, and one after.
+// seen late (a slow read), the fast reads cover at most a window before
+// it is due at the latest, and one after. When checkpoints come
+// much further apart than the interval, the reads start half a window
+// before the spacing of the last two would bring the next.
 func (s *schedule) stated() (from, until time.Time, ok bool) {
 	if s.interval <= 0 || s.epoch == 0 {
 		return time.Time{}, time.Time{}, false
 	}
-	latest := s.epochAt.Add(s.interval)
-	from = earliest(latest, s.low.Add(s.interval+s.fast))
+	interval := max(s.interval, s.lowSpacing-s.window/2)
+	latest := s.epochAt.Add(interval)
+	from = earliest(latest, s.low.Add(interval+s.fast))
 	if floor := latest.Add(-s.window); from.Before(floor) {
 		from = floor
 	}

@@ -98,6 +98,43 @@ func TestReadCadenceWithTheRecordsInterval(t *testing.T) {
 	}
 }
 
+// Checkpoints that take longer than the interval come further apart than
+// it says: after a few, the worker reads for them where they have been
+// coming, not in a window after the interval, so they are not seen late.
+func TestReadCadenceWhenCheckpointsComeLaterThanTheInterval(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.run()
+	h.cmds.write(func(c *job.Commands) { c.CheckpointInterval = 10 * time.Second })
+	h.startRun(0)
+	h.advance(30 * time.Second)
+	const spacing, n, from = 21 * time.Second, 14, 7
+	written := map[int64]time.Time{}
+	at := h.clk.Now().Add(3 * time.Second)
+	var before int
+	for e := int64(1); e <= n; e++ {
+		h.advance(at.Sub(h.clk.Now()))
+		if e == from {
+			before = h.cmds.readCount()
+		}
+		h.checkpoint(e, false)
+		written[e] = h.clk.Now()
+		at = at.Add(spacing)
+	}
+	h.advance(time.Second)
+	perCheckpoint := float64(h.cmds.readCount()-before) / (n - from + 1)
+	t.Logf("%.1f reads per checkpoint %s apart at a stated interval of 10 s", perCheckpoint, spacing)
+	if perCheckpoint > 8 {
+		t.Errorf("%.1f reads per checkpoint, want at most 8", perCheckpoint)
+	}
+	h.prog.mu.Lock()
+	defer h.prog.mu.Unlock()
+	for e := int64(from); e < n; e++ {
+		if late := h.prog.seenAt[e].Sub(written[e]); late < 0 || late > DefaultFastRead {
+			t.Errorf("checkpoint %d started %s after it was written, want within %s", e, late, DefaultFastRead)
+		}
+	}
+}
+
 // The record's interval bounds when the next checkpoint can come: the
 // first read is when it is due if it follows the newest exactly an
 // interval later, and sooner when the newest was seen late.
