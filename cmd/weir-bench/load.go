@@ -115,6 +115,8 @@ type loadUsage struct {
 	heartbeats   int64
 	urgent       int64
 	commandReads int64
+	// commandsBytes is the size of the command record the workers read.
+	commandsBytes int64
 }
 
 // seed stores n jobs as a previous leader (fence 1) left them: running,
@@ -331,6 +333,8 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 		heartbeats:   sim.stats.Heartbeats.Load() - hb0,
 		urgent:       sim.stats.Urgent.Load() - ur0,
 		commandReads: sim.stats.CommandReads.Load() - rd0,
+		// The newest command record written; the seeded one if none was.
+		commandsBytes: st.commandsSize.Load(),
 	}
 	if err, ok := mgrErr.Load().(error); ok {
 		return res, fmt.Errorf("manager ended: %w", err)

@@ -26,7 +26,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weirstream/weir/core/manager"
+	"github.com/weirstream/weir/infra/sqs"
 )
 
 // Report is what bench/report.json holds.
@@ -76,8 +76,9 @@ func run() error {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	memProfile := flag.String("memprofile", "", "write a heap profile at the end of each controller run here (the job count is appended)")
 	receiveLinger := flag.Duration("receive-linger", DefaultReceiveLinger, "the cost run's receive linger (the SQS inbox's Linger; 0: none)")
-	ackLinger := flag.Duration("ack-linger", manager.DefaultAckLinger, "the cost run's manager.Deps.AckLinger (negative: none)")
+	ackLinger := flag.Duration("ack-linger", sqs.DefaultAckLinger, "the cost run's manager.Deps.AckLinger, as weir-controller sets it (negative: none)")
 	withCost := flag.Bool("cost", true, "run the cost model")
+	onlyCost := flag.Bool("only-cost", false, "run the cost model alone (no decoding or load runs)")
 	verbose := flag.Bool("v", false, "log the controller's warnings to stderr")
 	flag.Parse()
 
@@ -114,7 +115,9 @@ func run() error {
 	rep := Report{GeneratedAt: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.GOMAXPROCS(0), StoreLatencyMs: ms(*latency),
 		StoreConcurrency: *concurrency, TakeoverCheckpoints: *checkpoints}
 
-	if !*takeoverOnly {
+	if *onlyCost {
+		counts, *withCost = nil, true
+	} else if !*takeoverOnly {
 		fmt.Fprintln(os.Stderr, "decoding a heartbeat envelope…")
 		rep.DecodeNs, rep.DecodeAllocs, rep.DecodeBytes = benchDecode()
 	}

@@ -131,9 +131,11 @@ type Checkpoints interface {
 	MaxEpoch(ctx context.Context, id job.ID) (int64, error)
 	// DeleteCheckpoints removes the stored epochs below the given one and
 	// says how many it removed. MaxEpoch is unaffected. It fails with
-	// ErrFenced, deleting nothing, when the job's status or one of those
-	// checkpoints was written (or the job claimed) under a higher fence: a
-	// deposed leader must not delete the epoch its successor restores from.
+	// ErrFenced, deleting nothing, when the job's status was written (or
+	// the job claimed) under a higher fence, and stops at the first of
+	// those checkpoints written under a higher fence (older ones may be
+	// gone by then): a deposed leader must not delete the epoch its
+	// successor restores from.
 	DeleteCheckpoints(ctx context.Context, f Fence, id job.ID, below int64) (int, error)
 }
 

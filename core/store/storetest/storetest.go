@@ -164,6 +164,8 @@ func Commands(id job.ID) job.Commands {
 		Checkpoint: &job.CheckpointCommand{Epoch: 7, MinEpoch: 2, ThenStop: true},
 		Commit:     &job.CommitCommand{Epoch: 6},
 		Stop:       &job.StopCommand{Mode: job.StopGraceful},
+
+		CheckpointInterval: 15 * time.Second,
 	}
 }
 
