@@ -199,7 +199,13 @@ func Run(ctx context.Context, env Env, o Options) (*Report, error) {
 	if o.Trace != nil {
 		c.ctl.trace = &tracer{w: o.Trace}
 	}
-	db := dynamo.NewClient(env.AWS)
+	adminCfg := env.AWS.Copy()
+	if c.ctl.trace != nil {
+		// The operator's config writes are traced too: they are
+		// transactions on the same table.
+		adminCfg.HTTPClient = &traced{owner: "operator", trace: c.ctl.trace, base: c.ctl.direct}
+	}
+	db := dynamo.NewClient(adminCfg)
 	q := awssqs.NewFromConfig(env.AWS)
 	admin, err := dynamo.NewStore(db, env.JobsTable)
 	if err != nil {

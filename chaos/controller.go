@@ -67,8 +67,15 @@ func (g *gate) Do(r *http.Request) (*http.Response, error) {
 		r = r.WithContext(context.WithoutCancel(r.Context()))
 	}
 	if g.trace != nil {
-		defer g.trace.request(g.owner, r)()
+		done := g.trace.request(g.owner, r)
+		resp, err := g.send(r)
+		done(resp, err)
+		return resp, err
 	}
+	return g.send(r)
+}
+
+func (g *gate) send(r *http.Request) (*http.Response, error) {
 	if g.calm.Load() {
 		return g.direct.Do(r)
 	}
@@ -144,11 +151,11 @@ type tracer struct {
 }
 
 // request reads r's body for the trace and returns what writes the line
-// once the answer (or its loss) is known.
-func (t *tracer) request(owner string, r *http.Request) func() {
+// once the answer (its status, or the error that stands for it) is known.
+func (t *tracer) request(owner string, r *http.Request) func(*http.Response, error) {
 	op := r.Header.Get("X-Amz-Target")
 	if !strings.HasPrefix(op, "DynamoDB_") || !(strings.HasSuffix(op, "Item") && !strings.HasSuffix(op, "GetItem") || strings.HasSuffix(op, "Items")) {
-		return func() {}
+		return func(*http.Response, error) {}
 	}
 	var body []byte
 	if r.Body != nil {
@@ -157,12 +164,36 @@ func (t *tracer) request(owner string, r *http.Request) func() {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 	sent := time.Now()
-	return func() {
+	return func(resp *http.Response, err error) {
+		outcome := "no answer"
+		switch {
+		case err != nil:
+			outcome = "error: " + err.Error()
+		case resp != nil:
+			outcome = strconv.Itoa(resp.StatusCode)
+			if resp.Header.Get("X-Amzn-Requestid") == "injected-fault" {
+				outcome += " injected"
+			}
+		}
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		fmt.Fprintf(t.w, "%s %s %s %s [%s] %s\n", sent.UTC().Format("15:04:05.000"), time.Now().UTC().Format("15:04:05.000"),
-			owner, op[strings.IndexByte(op, '.')+1:], r.Header.Get("Amz-Sdk-Request"), body)
+		fmt.Fprintf(t.w, "%s %s %s %s [%s] (%s) %s\n", sent.UTC().Format("15:04:05.000"), time.Now().UTC().Format("15:04:05.000"),
+			owner, op[strings.IndexByte(op, '.')+1:], r.Header.Get("Amz-Sdk-Request"), outcome, body)
 	}
+}
+
+// traced sends requests through base, tracing DynamoDB writes.
+type traced struct {
+	owner string
+	trace *tracer
+	base  faults.HTTPClient
+}
+
+func (t *traced) Do(r *http.Request) (*http.Response, error) {
+	done := t.trace.request(t.owner, r)
+	resp, err := t.base.Do(r)
+	done(resp, err)
+	return resp, err
 }
 
 // noQuota retries every injected fault: the SDK's retry quota would

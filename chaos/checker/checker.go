@@ -119,6 +119,12 @@ type jobView struct {
 type Checker struct {
 	cfg Config
 
+	// polling is held through a whole poll, read and comparison: polls
+	// overlap (the periodic ones and Final's), and one whose read began
+	// earlier must not be compared after one that began later, or an item
+	// seems to go back to what it was (with that write's own token).
+	polling sync.Mutex
+
 	mu         sync.Mutex
 	jobs       map[string]*jobView
 	leaseFence map[string]int64
@@ -179,8 +185,11 @@ func (c *Checker) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Poll reads both tables once and checks what changed.
+// Poll reads both tables once and checks what changed. Polls run one at a
+// time, each compared with the one before it.
 func (c *Checker) Poll(ctx context.Context) error {
+	c.polling.Lock()
+	defer c.polling.Unlock()
 	jobs, err := c.scan(ctx, c.cfg.JobsTable)
 	if err != nil {
 		return err
