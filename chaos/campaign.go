@@ -20,6 +20,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -574,6 +575,21 @@ func (c *campaign) report(took time.Duration, msgs checker.Messages) *Report {
 	}
 	r.Violations = len(r.ViolationDetails)
 	return r
+}
+
+// Summary is a report in a few lines: the figures, the faults by kind and
+// every violation.
+func Summary(r *Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d, %s: %d faults injected, %d transitions, %d recoveries, %d checkpoints, %d envelopes sent (%d dead-lettered, %d malformed), %d violations",
+		r.Seed, r.Duration, r.FaultsInjected, r.Transitions, r.Recoveries, r.Checker.Checkpoints, r.Messages.Sent, r.Messages.DeadLettered, r.Messages.MalformedSent, r.Violations)
+	for _, k := range slices.Sorted(maps.Keys(r.FaultsByKind)) {
+		fmt.Fprintf(&b, "\n    %-20s %d", k, r.FaultsByKind[k])
+	}
+	for _, v := range r.ViolationDetails {
+		b.WriteString("\n  " + v.String())
+	}
+	return b.String()
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -16,11 +16,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -191,14 +189,7 @@ func parseSeeds(s string) ([]uint64, error) {
 }
 
 func printReport(r *chaos.Report) {
-	fmt.Printf("  %s: %d faults injected, %d transitions, %d recoveries, %d checkpoints, %d envelopes sent (%d dead-lettered, %d malformed), %d violations\n",
-		r.Duration, r.FaultsInjected, r.Transitions, r.Recoveries, r.Checker.Checkpoints, r.Messages.Sent, r.Messages.DeadLettered, r.Messages.MalformedSent, r.Violations)
-	for _, k := range slices.Sorted(maps.Keys(r.FaultsByKind)) {
-		fmt.Printf("    %-20s %d\n", k, r.FaultsByKind[k])
-	}
-	for _, v := range r.ViolationDetails {
-		fmt.Println("  " + v.String())
-	}
+	fmt.Println("  " + chaos.Summary(r))
 }
 
 func writeReport(path string, s *summary) error {
