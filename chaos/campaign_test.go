@@ -14,6 +14,7 @@ import (
 	"github.com/weirstream/weir/infra/awstest"
 	"github.com/weirstream/weir/infra/resources"
 	"github.com/weirstream/weir/infra/resources/resourcestest"
+	"github.com/weirstream/weir/internal/proctest"
 )
 
 // TestShortCampaign is the campaign CI runs: three controllers, four jobs,
@@ -21,8 +22,35 @@ import (
 // on its own after the other packages, so the emulator, which answers one
 // DynamoDB request at a time, serves the campaign alone.
 func TestShortCampaign(t *testing.T) {
+	shortCampaign(t, nil)
+}
+
+// TestShortProcessCampaign is the same with weir-controller processes:
+// SIGKILL, SIGSTOP past the lease then SIGCONT, SIGTERM, and the AWS
+// faults injected inside each process (--test-faults).
+func TestShortProcessCampaign(t *testing.T) {
 	if os.Getenv("WEIR_CHAOS") != "1" {
-		t.Skip("the short fault campaign runs with WEIR_CHAOS=1 (make test runs it after the other tests; make chaos-short alone)")
+		t.Skip("the short fault campaigns run with WEIR_CHAOS=1 (make test runs them after the other tests; make chaos-short alone)")
+	}
+	bins, err := proctest.Build(t.TempDir(), "github.com/weirstream/weir/cmd/weir-controller")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out io.Writer
+	if path := os.Getenv("WEIR_CHAOS_LOG"); path != "" {
+		f, err := os.Create(path + ".processes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		out = f
+	}
+	shortCampaign(t, &chaos.ProcessOptions{Binary: bins[0], Output: out})
+}
+
+func shortCampaign(t *testing.T, processes *chaos.ProcessOptions) {
+	if os.Getenv("WEIR_CHAOS") != "1" {
+		t.Skip("the short fault campaigns run with WEIR_CHAOS=1 (make test runs them after the other tests; make chaos-short alone)")
 	}
 	cfg := awstest.Config(t)
 	stack := resourcestest.ForTest(t, cfg)
@@ -67,7 +95,7 @@ func TestShortCampaign(t *testing.T) {
 		AWS: cfg, JobsTable: env[resources.EnvJobsTable], LeaseTable: env[resources.EnvLeaseTable],
 		QueueURL: env[resources.EnvWorkerQueueURL], DLQURL: env[resources.EnvWorkerDLQURL],
 	}, chaos.Options{Seed: seed, Duration: 45 * time.Second, Settle: 40 * time.Second, Jobs: 4, Controllers: 3, FaultRate: 2.5, MinFaults: 250, Log: log, Trace: trace,
-		Progress: progress})
+		Progress: progress, Processes: processes})
 	if err != nil {
 		t.Fatal(err)
 	}

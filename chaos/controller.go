@@ -118,6 +118,30 @@ func (g *gate) kill() {
 	}
 }
 
+// controllerProc is one controller the campaign starts, kills, pauses and
+// stops: a goroutine "process" (instance) or a weir-controller process.
+type controllerProc interface {
+	name() string
+	// kill is SIGKILL: nothing more reaches AWS, the lease is not
+	// released and must expire.
+	kill()
+	// pause freezes the controller (SIGSTOP) until resume (SIGCONT).
+	pause()
+	resume()
+	// stop is SIGTERM: the lease is released.
+	stop()
+	// faults are the AWS faults it met so far.
+	faults() []faults.Count
+}
+
+// controllerFleet starts controllers.
+type controllerFleet interface {
+	start(ctx context.Context, owner string, seed uint64) (controllerProc, error)
+	// calm makes every request from now on meet no fault; true means the
+	// faults live in the controllers, which must be replaced.
+	calm() bool
+}
+
 // instance is one controller process: a lease, a manager and their AWS
 // clients, all through one gate.
 type instance struct {
@@ -134,7 +158,7 @@ type controllerEnv struct {
 	leaseTable string
 	queueURL   string
 	rules      []faults.Rule
-	calm       *atomic.Bool
+	quiet      *atomic.Bool
 	settings   controller.Settings
 	lease      dynamo.LeaseConfig
 	log        *slog.Logger
@@ -201,13 +225,18 @@ func (t *traced) Do(r *http.Request) (*http.Response, error) {
 // quota, not weir.
 func noQuota(o *retry.StandardOptions) { o.RateLimiter = ratelimit.None }
 
+func (e *controllerEnv) calm() bool {
+	e.quiet.Store(true)
+	return false
+}
+
 // start launches a controller instance; it runs until stop or kill.
-func (e *controllerEnv) start(parent context.Context, owner string, seed uint64) (*instance, error) {
+func (e *controllerEnv) start(parent context.Context, owner string, seed uint64) (controllerProc, error) {
 	inj, err := faults.New(faults.Options{Seed: seed, Rules: e.rules})
 	if err != nil {
 		return nil, err
 	}
-	g := &gate{owner: owner, trace: e.trace, inj: inj, direct: e.direct, calm: e.calm}
+	g := &gate{owner: owner, trace: e.trace, inj: inj, direct: e.direct, calm: e.quiet}
 	cfg := e.aws.Copy()
 	cfg.HTTPClient = g
 	db := dynamo.NewClient(cfg, func(o *dynamodb.Options) { o.Retryer = dynamo.NewRetryer(noQuota) })
@@ -245,6 +274,11 @@ func (e *controllerEnv) start(parent context.Context, owner string, seed uint64)
 	}()
 	return in2, nil
 }
+
+func (i *instance) name() string           { return i.owner }
+func (i *instance) pause()                 { i.gate.pause() }
+func (i *instance) resume()                { i.gate.resume() }
+func (i *instance) faults() []faults.Count { return i.gate.inj.Counts() }
 
 // stop is a graceful stop (SIGTERM): the lease is released.
 func (i *instance) stop() {

@@ -161,6 +161,14 @@ func (c *Checker) violate(check, jobID, detail string, items ...string) {
 	c.violations = append(c.violations, v)
 }
 
+// Add records a violation found outside the tables and queues (in the
+// controllers' logs, say).
+func (c *Checker) Add(check, jobID, detail string, items ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.violate(check, jobID, detail, items...)
+}
+
 // ConfigAcknowledged records that the config API acknowledged version of
 // job: the controller must act on it.
 func (c *Checker) ConfigAcknowledged(jobID string, version int64) {
