@@ -64,6 +64,13 @@ func (g *gate) Do(r *http.Request) (*http.Response, error) {
 		// that may have ended meanwhile.
 		g.held.Add(1)
 		<-paused
+		g.mu.Lock()
+		dead = g.dead
+		g.mu.Unlock()
+		if dead {
+			// Killed while frozen: what it held never leaves.
+			return nil, errKilled
+		}
 		r = r.WithContext(context.WithoutCancel(r.Context()))
 	}
 	if g.trace != nil {
