@@ -4,7 +4,7 @@
 #                      until Ctrl-C, which stops everything it started
 #   make test          gofmt, vet, staticcheck, and every test (race detector on)
 #                      against the local AWS emulator, which it starts and stops,
-#                      then the short fault campaign (make chaos-short) and
+#                      then the short fault campaigns (make chaos-short) and
 #                      schemathesis against the config API (make api-fuzz)
 #   make build         sam build: the Lambda functions' arm64 bootstraps under
 #                      .aws-sam/build, offline, with the pinned SAM CLI
@@ -53,8 +53,8 @@ localstack-up:
 localstack-down:
 	docker compose -f localstack/compose.yaml down
 
-# The short fault campaign (docs/chaos.md) runs after the other tests, on
-# the emulator alone: at least 200 faults, no violation, figures printed.
+# The short fault campaigns (docs/chaos.md) run after the other tests, on
+# the emulator alone: at least 200 faults each, no violation, figures printed.
 test: lint
 	@$(EMULATOR) up
 	@set -o pipefail; status=0; \
@@ -139,9 +139,10 @@ chaos:
 	$(GO) run ./cmd/weir-chaos -seeds $(CHAOS_SEEDS) -duration $(CHAOS_DURATION) -jobs $(CHAOS_JOBS) $(CHAOS_FLAGS) || status=$$?; \
 	$(EMULATOR) down; exit $$status
 
-# chaos-short runs the short campaign (at least 250 faults, one to three
-# minutes) as a test against the emulator; make test runs it too.
-CHAOS_SHORT = WEIR_INTEGRATION=1 WEIR_CHAOS=1 $(GO) test -race -count=1 -run '^TestShortCampaign$$' -v ./chaos
+# chaos-short runs the two short campaigns (goroutine controllers, then
+# weir-controller processes; at least 250 faults each, about three minutes
+# together) as tests against the emulator; make test runs them too.
+CHAOS_SHORT = WEIR_INTEGRATION=1 WEIR_CHAOS=1 $(GO) test -race -count=1 -run '^TestShort(Process)?Campaign$$' -v ./chaos
 
 chaos-short:
 	@$(EMULATOR) up
