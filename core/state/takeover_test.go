@@ -32,3 +32,37 @@ func TestTakeoverOfSchedulingJobWithoutCommandRecord(t *testing.T) {
 	}
 	h.bringUp()
 }
+
+// A stop in progress is not undone, but a stop cleared while the job was
+// stopping must still be acted on once it is Stopped: the status already
+// records that config version as seen, so nothing else would schedule the
+// job again, and it would rest (parked) while its config asks it to run.
+func TestStopClearedWhileStoppingRunsTheJobAgain(t *testing.T) {
+	for _, mode := range []job.StopMode{job.StopImmediate, job.StopCheckpoint} {
+		t.Run(string(mode), func(t *testing.T) {
+			h := newHarness(t, testConfig())
+			h.start()
+			h.bringUp()
+			h.update(func(c *job.Config) { c.Stop = mode })
+			if s := h.m.State(); s != job.Stopping && s != job.CheckpointStopping {
+				t.Fatalf("state %s after the stop, want a stopping state", s)
+			}
+			h.update(func(c *job.Config) { c.Stop = job.StopNone })
+			answered := int64(0)
+			for range 50 {
+				if s := h.m.State(); s == job.Scheduling || s == job.Stopped {
+					break
+				}
+				if c := h.commands(); c.Checkpoint != nil && c.Checkpoint.ThenStop && c.Checkpoint.Epoch > answered {
+					answered = h.answerCheckpoint()
+				}
+				h.finishAll()
+				h.advance(h.deps.Settings.ProgressInterval)
+			}
+			h.want(job.Scheduling)
+			if run := h.m.Status().RunID; run != 2 {
+				t.Fatalf("run %d, want a new run (2)", run)
+			}
+		})
+	}
+}
