@@ -235,7 +235,7 @@ func Run(ctx context.Context, env Env, o Options) (*Report, error) {
 	c.check = checker.New(checker.Config{
 		DynamoDB: dynamodb.NewFromConfig(env.AWS), SQS: q,
 		JobsTable: env.JobsTable, LeaseTable: env.LeaseTable, QueueURL: env.QueueURL, DLQURL: env.DLQURL,
-		Seed: o.Seed, ConfigBound: o.Settle,
+		Seed: o.Seed, ConfigBound: o.Settle, BoundFromCalm: true,
 	})
 	c.fleet = c.ctl
 	if o.Processes != nil {
@@ -325,6 +325,7 @@ func (c *campaign) run(ctx context.Context) (*Report, error) {
 			in.stop()
 		}
 	}
+	c.check.Calm()
 	c.o.Progress("calm: no more faults; waiting for every job to settle")
 	c.check.Final(ctx, c.expectations(), c.o.Settle)
 
