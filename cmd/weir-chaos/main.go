@@ -61,6 +61,7 @@ func run() int {
 		ctrls    = flag.Int("controllers", 3, "controllers contending for the lease")
 		rate     = flag.Float64("fault-rate", 1.5, "scale of injected AWS faults (1: about one request in ten)")
 		every    = flag.Duration("event-every", 1500*time.Millisecond, "mean time between process and operator events")
+		least    = flag.Int("min-faults", 350, "each campaign's faulty phase goes on (up to twice -duration) until this many faults were injected: a slow endpoint gets fewer requests, so fewer faults")
 		report   = flag.String("report", "chaos/report.json", "where to write the JSON report")
 		template = flag.String("template", "template.yaml", "the SAM template whose tables and queues each campaign gets")
 		logPath  = flag.String("log", "chaos/controllers.log", "the controllers' logs (warnings and errors; with -processes, each process's whole log)")
@@ -141,7 +142,7 @@ func run() int {
 		}
 		fmt.Printf("weir-chaos: seed %d: %s of faults, %d jobs, %d %s\n", seed, *duration, *jobs, *ctrls, kind)
 		rep, err := campaign(ctx, cfg, tmpl, seed, chaos.Options{
-			Seed: seed, Duration: *duration, Settle: *settle, Jobs: *jobs, Controllers: *ctrls,
+			Seed: seed, Duration: *duration, Settle: *settle, Jobs: *jobs, Controllers: *ctrls, MinFaults: *least,
 			FaultRate: *rate, EventEvery: *every, Progress: progress, Trace: traceWriter(traceFile), Processes: processes,
 			Log: slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: slog.LevelWarn})).With("seed", seed),
 		})
