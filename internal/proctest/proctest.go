@@ -8,8 +8,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,9 +90,21 @@ type Process struct {
 	err  error // set before done is closed
 }
 
-// Start starts cmd in a new process group.
+// Start starts cmd in a new process group. A command built with the race
+// detector exits as soon as it is done (GORACE=atexit_sleep_ms=0, unless
+// the caller set GORACE): the race runtime otherwise sleeps a second at
+// exit, and a test would time that, not the program.
 func Start(cmd *exec.Cmd) (*Process, error) {
 	p := &Process{Cmd: cmd, Out: &Buffer{}, done: make(chan struct{})}
+	if raceEnabled {
+		env := cmd.Env
+		if env == nil {
+			env = os.Environ()
+		}
+		if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "GORACE=") }) {
+			cmd.Env = append(slices.Clip(env), "GORACE=atexit_sleep_ms=0")
+		}
+	}
 	if cmd.Stdout == nil {
 		cmd.Stdout = p.Out
 	}

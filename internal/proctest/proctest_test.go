@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -77,5 +78,31 @@ func TestKillEndsAStoppedProcessGroup(t *testing.T) {
 	}
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Errorf("signalling a process that exited: %v", err)
+	}
+}
+
+// Under the race detector a started command is told not to sleep at exit
+// (the race runtime's default second), unless the caller chose GORACE.
+func TestRaceBuiltCommandsExitAtOnce(t *testing.T) {
+	race := slices.Contains(proctest.BuildFlags(), "-race")
+	run := func(cmd *exec.Cmd) string {
+		t.Helper()
+		p, err := proctest.Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(p.Out.String())
+	}
+	got := run(exec.Command("sh", "-c", `echo "$GORACE"`))
+	if want := map[bool]string{true: "atexit_sleep_ms=0", false: os.Getenv("GORACE")}[race]; got != want {
+		t.Errorf("GORACE=%q in the command, want %q (race detector on: %v)", got, want, race)
+	}
+	cmd := exec.Command("sh", "-c", `echo "$GORACE"`)
+	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	if got := run(cmd); got != "halt_on_error=1" {
+		t.Errorf("the caller's GORACE became %q", got)
 	}
 }
