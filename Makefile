@@ -4,7 +4,8 @@
 #                      until Ctrl-C, which stops everything it started
 #   make test          gofmt, vet, staticcheck, and every test (race detector on)
 #                      against the local AWS emulator, which it starts and stops,
-#                      then schemathesis against the config API (make api-fuzz)
+#                      then the short fault campaigns (make chaos-short) and
+#                      schemathesis against the config API (make api-fuzz)
 #   make build         sam build: the Lambda functions' arm64 bootstraps under
 #                      .aws-sam/build, offline, with the pinned SAM CLI
 #   make api-fuzz      schemathesis (pinned) against the config API served
@@ -52,10 +53,13 @@ localstack-up:
 localstack-down:
 	docker compose -f localstack/compose.yaml down
 
+# The short fault campaigns (docs/chaos.md) run after the other tests, on
+# the emulator alone: at least 200 faults each, no violation, figures printed.
 test: lint
 	@$(EMULATOR) up
 	@set -o pipefail; status=0; \
 	WEIR_INTEGRATION=1 $(GO) test -race -count=1 ./... || status=$$?; \
+	$(CHAOS_SHORT) || status=$$?; \
 	$(EMULATOR) down; exit $$status
 	@$(MAKE) --no-print-directory api-fuzz
 
@@ -135,10 +139,13 @@ chaos:
 	$(GO) run ./cmd/weir-chaos -seeds $(CHAOS_SEEDS) -duration $(CHAOS_DURATION) -jobs $(CHAOS_JOBS) $(CHAOS_FLAGS) || status=$$?; \
 	$(EMULATOR) down; exit $$status
 
-# chaos-short runs the short campaign (at least 250 faults, about a minute)
-# as a test against the emulator.
+# chaos-short runs the two short campaigns (goroutine controllers, then
+# weir-controller processes; at least 250 faults each, about three minutes
+# together) as tests against the emulator; make test runs them too.
+CHAOS_SHORT = WEIR_INTEGRATION=1 WEIR_CHAOS=1 $(GO) test -race -count=1 -run '^TestShort(Process)?Campaign$$' -v ./chaos
+
 chaos-short:
 	@$(EMULATOR) up
 	@status=0; \
-	WEIR_INTEGRATION=1 WEIR_CHAOS=1 $(GO) test -race -count=1 -run TestShortCampaign -v ./chaos || status=$$?; \
+	$(CHAOS_SHORT) || status=$$?; \
 	$(EMULATOR) down; exit $$status

@@ -20,6 +20,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +80,9 @@ type Options struct {
 	Progress func(string)
 	// Trace, if set, receives a line per DynamoDB write of a controller.
 	Trace io.Writer
+	// Processes, if set, runs the controllers as weir-controller
+	// processes instead of goroutines.
+	Processes *ProcessOptions
 }
 
 func (o Options) withDefaults() Options {
@@ -128,20 +132,25 @@ func (o Options) Validate() error {
 
 // Report is what a campaign did and found.
 type Report struct {
-	Seed              uint64              `json:"seed"`
-	Duration          string              `json:"duration"`
-	FaultsInjected    int                 `json:"faults_injected"`
-	FaultsByKind      map[string]int      `json:"faults_by_kind"`
-	FaultsByOperation map[string]int      `json:"faults_by_operation"`
-	Jobs              int                 `json:"jobs"`
-	Controllers       int                 `json:"controllers"`
-	Operations        map[string]int      `json:"operations"`
-	Transitions       int                 `json:"transitions"`
-	Recoveries        int                 `json:"recoveries"`
-	Checker           checker.Stats       `json:"checker"`
-	Messages          checker.Messages    `json:"messages"`
-	Violations        int                 `json:"violations"`
-	ViolationDetails  []checker.Violation `json:"violation_details"`
+	Seed              uint64         `json:"seed"`
+	Duration          string         `json:"duration"`
+	FaultsInjected    int            `json:"faults_injected"`
+	FaultsByKind      map[string]int `json:"faults_by_kind"`
+	FaultsByOperation map[string]int `json:"faults_by_operation"`
+	Jobs              int            `json:"jobs"`
+	Controllers       int            `json:"controllers"`
+	Operations        map[string]int `json:"operations"`
+	Transitions       int            `json:"transitions"`
+	Recoveries        int            `json:"recoveries"`
+	Checker           checker.Stats  `json:"checker"`
+	// Processes: the controllers were weir-controller processes.
+	// OverlapsWhileFrozen counts job tenures that reported an effect after
+	// a successor's began, explained by a SIGSTOP (see processFleet.check).
+	Processes           bool                `json:"processes"`
+	OverlapsWhileFrozen int                 `json:"overlaps_while_frozen,omitempty"`
+	Messages            checker.Messages    `json:"messages"`
+	Violations          int                 `json:"violations"`
+	ViolationDetails    []checker.Violation `json:"violation_details"`
 }
 
 // campaign is one run's moving parts.
@@ -156,8 +165,9 @@ type campaign struct {
 	watch   *dynamo.Lease // reads who leads
 
 	mu        sync.Mutex
-	instances []*instance
-	injectors []*faults.Injector
+	fleet     controllerFleet
+	instances []controllerProc
+	started   []controllerProc // every controller ever started, for its fault counts
 	spawned   int
 	process   counter
 	ops       counter
@@ -190,7 +200,7 @@ func Run(ctx context.Context, env Env, o Options) (*Report, error) {
 		rng: rand.New(rand.NewPCG(o.Seed, 0xc4a05)),
 		ctl: &controllerEnv{
 			aws: env.AWS, jobsTable: env.JobsTable, leaseTable: env.LeaseTable, queueURL: env.QueueURL,
-			rules: rules(o.FaultRate), calm: calm, settings: settings, log: o.Log, direct: awshttp.NewBuildableClient(),
+			rules: rules(o.FaultRate), quiet: calm, settings: settings, log: o.Log, direct: awshttp.NewBuildableClient(),
 			lease: dynamo.LeaseConfig{Table: env.LeaseTable, Name: "controller",
 				Duration: 10 * time.Second, RenewInterval: 2 * time.Second, RenewDeadline: 6 * time.Second},
 		},
@@ -199,7 +209,13 @@ func Run(ctx context.Context, env Env, o Options) (*Report, error) {
 	if o.Trace != nil {
 		c.ctl.trace = &tracer{w: o.Trace}
 	}
-	db := dynamo.NewClient(env.AWS)
+	adminCfg := env.AWS.Copy()
+	if c.ctl.trace != nil {
+		// The operator's config writes are traced too: they are
+		// transactions on the same table.
+		adminCfg.HTTPClient = &traced{owner: "operator", trace: c.ctl.trace, base: c.ctl.direct}
+	}
+	db := dynamo.NewClient(adminCfg)
 	q := awssqs.NewFromConfig(env.AWS)
 	admin, err := dynamo.NewStore(db, env.JobsTable)
 	if err != nil {
@@ -219,9 +235,15 @@ func Run(ctx context.Context, env Env, o Options) (*Report, error) {
 	c.check = checker.New(checker.Config{
 		DynamoDB: dynamodb.NewFromConfig(env.AWS), SQS: q,
 		JobsTable: env.JobsTable, LeaseTable: env.LeaseTable, QueueURL: env.QueueURL, DLQURL: env.DLQURL,
-		Seed: o.Seed, ConfigBound: o.Settle,
+		Seed: o.Seed, ConfigBound: o.Settle, BoundFromCalm: true,
 	})
-	return c.run(ctx, calm)
+	c.fleet = c.ctl
+	if o.Processes != nil {
+		if c.fleet, err = newProcessFleet(env, *o.Processes, rules(o.FaultRate), c.ctl.lease); err != nil {
+			return nil, err
+		}
+	}
+	return c.run(ctx)
 }
 
 // rules are the AWS faults every controller meets, scaled by rate.
@@ -238,7 +260,7 @@ func rules(rate float64) []faults.Rule {
 	}
 }
 
-func (c *campaign) run(ctx context.Context, calm *atomic.Bool) (*Report, error) {
+func (c *campaign) run(ctx context.Context) (*Report, error) {
 	began := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -287,12 +309,23 @@ func (c *campaign) run(ctx context.Context, calm *atomic.Bool) (*Report, error) 
 
 	// The calm phase: no more faults; every job must come to the state
 	// its config asks for.
-	calm.Store(true)
 	c.mu.Lock()
-	for _, in := range c.instances {
-		in.gate.resume()
-	}
+	calming := slices.Clone(c.instances)
 	c.mu.Unlock()
+	for _, in := range calming {
+		in.resume()
+	}
+	if c.fleet.calm() {
+		// Faults live in the processes: each is replaced by one without.
+		for _, in := range calming {
+			if err := c.spawn(ctx); err != nil {
+				return nil, err
+			}
+			c.remove(in)
+			in.stop()
+		}
+	}
+	c.check.Calm()
 	c.o.Progress("calm: no more faults; waiting for every job to settle")
 	c.check.Final(ctx, c.expectations(), c.o.Settle)
 
@@ -302,7 +335,16 @@ func (c *campaign) run(ctx context.Context, calm *atomic.Bool) (*Report, error) 
 	msgs := c.check.Drain(ctx, sent, poison, isPoison, 40*time.Second, c.stopAll)
 	cancel()
 	wg.Wait()
-	return c.report(time.Since(began), msgs), nil
+	excused := 0
+	if pf, ok := c.fleet.(*processFleet); ok {
+		excused = pf.check(c.check, c.ctl.lease.Duration)
+		if pf.o.Output != nil {
+			pf.dump(pf.o.Output)
+		}
+	}
+	rep := c.report(time.Since(began), msgs)
+	rep.Processes, rep.OverlapsWhileFrozen = c.o.Processes != nil, excused
+	return rep, nil
 }
 
 // createJob writes a job's first config, as the config API would.
@@ -357,13 +399,13 @@ func (c *campaign) spawn(ctx context.Context) error {
 	n := c.spawned
 	c.mu.Unlock()
 	owner := fmt.Sprintf("controller-%d", n)
-	in, err := c.ctl.start(ctx, owner, c.o.Seed*1000+uint64(n))
+	in, err := c.fleet.start(ctx, owner, c.o.Seed*1000+uint64(n))
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
 	c.instances = append(c.instances, in)
-	c.injectors = append(c.injectors, in.gate.inj)
+	c.started = append(c.started, in)
 	c.mu.Unlock()
 	return nil
 }
@@ -374,7 +416,7 @@ func (c *campaign) stopAll() {
 	c.instances = nil
 	c.mu.Unlock()
 	for _, in := range all {
-		in.gate.resume()
+		in.resume()
 		in.stop()
 	}
 }
@@ -410,13 +452,13 @@ func (c *campaign) event(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 // leader is the instance the lease names, if it is one of ours.
-func (c *campaign) leader(ctx context.Context) *instance {
+func (c *campaign) leader(ctx context.Context) controllerProc {
 	rec, err := c.watch.Record(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil && rec != nil && !rec.Released {
 		for _, in := range c.instances {
-			if in.owner == rec.Owner {
+			if in.name() == rec.Owner {
 				return in
 			}
 		}
@@ -430,7 +472,7 @@ func (c *campaign) leader(ctx context.Context) *instance {
 // controllerEvent kills, pauses or stops a controller, the leader most
 // often (that is where it hurts), then starts a replacement.
 func (c *campaign) controllerEvent(ctx context.Context, wg *sync.WaitGroup, kind string) {
-	var in *instance
+	var in controllerProc
 	if c.rng.Float64() < 0.75 {
 		in = c.leader(ctx)
 	} else {
@@ -444,17 +486,17 @@ func (c *campaign) controllerEvent(ctx context.Context, wg *sync.WaitGroup, kind
 		return
 	}
 	c.process.add(kind, 1)
-	c.o.Progress(kind + " " + in.owner)
+	c.o.Progress(kind + " " + in.name())
 	switch kind {
 	case "pause":
 		// Past the lease (10 s) and the renew deadline, so a standby
 		// takes over while this one is frozen; afterwards it must write
 		// nothing that takes effect and turn standby by itself.
 		d := time.Duration(11000+c.rng.IntN(4000)) * time.Millisecond
-		in.gate.pause()
+		in.pause()
 		wg.Go(func() {
 			sleep(ctx, d)
-			in.gate.resume()
+			in.resume()
 		})
 		return
 	case "kill":
@@ -469,10 +511,10 @@ func (c *campaign) controllerEvent(ctx context.Context, wg *sync.WaitGroup, kind
 	}
 }
 
-func (c *campaign) remove(in *instance) {
+func (c *campaign) remove(in controllerProc) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.instances = slices.DeleteFunc(c.instances, func(x *instance) bool { return x == in })
+	c.instances = slices.DeleteFunc(c.instances, func(x controllerProc) bool { return x == in })
 }
 
 // operate changes a job's config as an operator would through the API:
@@ -523,8 +565,8 @@ func (c *campaign) operate(ctx context.Context, id job.ID) {
 func (c *campaign) injected() int {
 	n := 0
 	c.mu.Lock()
-	for _, inj := range c.injectors {
-		for _, k := range inj.Counts() {
+	for _, in := range c.started {
+		for _, k := range in.faults() {
 			n += k.N
 		}
 	}
@@ -546,8 +588,8 @@ func (c *campaign) report(took time.Duration, msgs checker.Messages) *Report {
 		Messages: msgs,
 	}
 	c.mu.Lock()
-	for _, inj := range c.injectors {
-		for _, n := range inj.Counts() {
+	for _, in := range c.started {
+		for _, n := range in.faults() {
 			r.FaultsByKind[string(n.Kind)] += n.N
 			r.FaultsByOperation[n.Operation] += n.N
 		}
@@ -568,6 +610,21 @@ func (c *campaign) report(took time.Duration, msgs checker.Messages) *Report {
 	}
 	r.Violations = len(r.ViolationDetails)
 	return r
+}
+
+// Summary is a report in a few lines: the figures, the faults by kind and
+// every violation.
+func Summary(r *Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d, %s: %d faults injected, %d transitions, %d recoveries, %d checkpoints, %d envelopes sent (%d dead-lettered, %d malformed), %d violations",
+		r.Seed, r.Duration, r.FaultsInjected, r.Transitions, r.Recoveries, r.Checker.Checkpoints, r.Messages.Sent, r.Messages.DeadLettered, r.Messages.MalformedSent, r.Violations)
+	for _, k := range slices.Sorted(maps.Keys(r.FaultsByKind)) {
+		fmt.Fprintf(&b, "\n    %-20s %d", k, r.FaultsByKind[k])
+	}
+	for _, v := range r.ViolationDetails {
+		b.WriteString("\n  " + v.String())
+	}
+	return b.String()
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"net/http"
@@ -64,24 +63,30 @@ func (g *gate) Do(r *http.Request) (*http.Response, error) {
 		// that may have ended meanwhile.
 		g.held.Add(1)
 		<-paused
+		g.mu.Lock()
+		dead = g.dead
+		g.mu.Unlock()
+		if dead {
+			// Killed while frozen: what it held never leaves.
+			return nil, errKilled
+		}
 		r = r.WithContext(context.WithoutCancel(r.Context()))
 	}
 	if g.trace != nil {
-		defer g.trace.request(g.owner, r)()
+		done := g.trace.request(g.owner, r)
+		resp, err := g.send(r)
+		done(resp, err)
+		return resp, err
 	}
+	return g.send(r)
+}
+
+func (g *gate) send(r *http.Request) (*http.Response, error) {
 	if g.calm.Load() {
 		return g.direct.Do(r)
 	}
-	resp, err := g.inj.Do(r)
-	if err == nil && resp.Header.Get("X-Amzn-Requestid") == "injected-fault" && strings.HasPrefix(r.Header.Get("X-Amz-Target"), "DynamoDB_") {
-		// DynamoDB signs its answers with a CRC32 the SDK checks; an
-		// injected answer carries none, and the SDK would warn on every one.
-		body, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		resp.Header.Set("X-Amz-Crc32", strconv.FormatUint(uint64(crc32.ChecksumIEEE(body)), 10))
-		resp.Body = io.NopCloser(bytes.NewReader(body))
-	}
-	return resp, err
+	// An injected DynamoDB answer carries its CRC32, as the SDK expects.
+	return g.inj.Do(r)
 }
 
 func (g *gate) pause() {
@@ -111,6 +116,30 @@ func (g *gate) kill() {
 	}
 }
 
+// controllerProc is one controller the campaign starts, kills, pauses and
+// stops: a goroutine "process" (instance) or a weir-controller process.
+type controllerProc interface {
+	name() string
+	// kill is SIGKILL: nothing more reaches AWS, the lease is not
+	// released and must expire.
+	kill()
+	// pause freezes the controller (SIGSTOP) until resume (SIGCONT).
+	pause()
+	resume()
+	// stop is SIGTERM: the lease is released.
+	stop()
+	// faults are the AWS faults it met so far.
+	faults() []faults.Count
+}
+
+// controllerFleet starts controllers.
+type controllerFleet interface {
+	start(ctx context.Context, owner string, seed uint64) (controllerProc, error)
+	// calm makes every request from now on meet no fault; true means the
+	// faults live in the controllers, which must be replaced.
+	calm() bool
+}
+
 // instance is one controller process: a lease, a manager and their AWS
 // clients, all through one gate.
 type instance struct {
@@ -127,7 +156,7 @@ type controllerEnv struct {
 	leaseTable string
 	queueURL   string
 	rules      []faults.Rule
-	calm       *atomic.Bool
+	quiet      *atomic.Bool
 	settings   controller.Settings
 	lease      dynamo.LeaseConfig
 	log        *slog.Logger
@@ -144,11 +173,11 @@ type tracer struct {
 }
 
 // request reads r's body for the trace and returns what writes the line
-// once the answer (or its loss) is known.
-func (t *tracer) request(owner string, r *http.Request) func() {
+// once the answer (its status, or the error that stands for it) is known.
+func (t *tracer) request(owner string, r *http.Request) func(*http.Response, error) {
 	op := r.Header.Get("X-Amz-Target")
 	if !strings.HasPrefix(op, "DynamoDB_") || !(strings.HasSuffix(op, "Item") && !strings.HasSuffix(op, "GetItem") || strings.HasSuffix(op, "Items")) {
-		return func() {}
+		return func(*http.Response, error) {}
 	}
 	var body []byte
 	if r.Body != nil {
@@ -157,12 +186,36 @@ func (t *tracer) request(owner string, r *http.Request) func() {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 	sent := time.Now()
-	return func() {
+	return func(resp *http.Response, err error) {
+		outcome := "no answer"
+		switch {
+		case err != nil:
+			outcome = "error: " + err.Error()
+		case resp != nil:
+			outcome = strconv.Itoa(resp.StatusCode)
+			if resp.Header.Get("X-Amzn-Requestid") == "injected-fault" {
+				outcome += " injected"
+			}
+		}
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		fmt.Fprintf(t.w, "%s %s %s %s [%s] %s\n", sent.UTC().Format("15:04:05.000"), time.Now().UTC().Format("15:04:05.000"),
-			owner, op[strings.IndexByte(op, '.')+1:], r.Header.Get("Amz-Sdk-Request"), body)
+		fmt.Fprintf(t.w, "%s %s %s %s [%s] (%s) %s\n", sent.UTC().Format("15:04:05.000"), time.Now().UTC().Format("15:04:05.000"),
+			owner, op[strings.IndexByte(op, '.')+1:], r.Header.Get("Amz-Sdk-Request"), outcome, body)
 	}
+}
+
+// traced sends requests through base, tracing DynamoDB writes.
+type traced struct {
+	owner string
+	trace *tracer
+	base  faults.HTTPClient
+}
+
+func (t *traced) Do(r *http.Request) (*http.Response, error) {
+	done := t.trace.request(t.owner, r)
+	resp, err := t.base.Do(r)
+	done(resp, err)
+	return resp, err
 }
 
 // noQuota retries every injected fault: the SDK's retry quota would
@@ -170,13 +223,18 @@ func (t *tracer) request(owner string, r *http.Request) func() {
 // quota, not weir.
 func noQuota(o *retry.StandardOptions) { o.RateLimiter = ratelimit.None }
 
+func (e *controllerEnv) calm() bool {
+	e.quiet.Store(true)
+	return false
+}
+
 // start launches a controller instance; it runs until stop or kill.
-func (e *controllerEnv) start(parent context.Context, owner string, seed uint64) (*instance, error) {
+func (e *controllerEnv) start(parent context.Context, owner string, seed uint64) (controllerProc, error) {
 	inj, err := faults.New(faults.Options{Seed: seed, Rules: e.rules})
 	if err != nil {
 		return nil, err
 	}
-	g := &gate{owner: owner, trace: e.trace, inj: inj, direct: e.direct, calm: e.calm}
+	g := &gate{owner: owner, trace: e.trace, inj: inj, direct: e.direct, calm: e.quiet}
 	cfg := e.aws.Copy()
 	cfg.HTTPClient = g
 	db := dynamo.NewClient(cfg, func(o *dynamodb.Options) { o.Retryer = dynamo.NewRetryer(noQuota) })
@@ -214,6 +272,11 @@ func (e *controllerEnv) start(parent context.Context, owner string, seed uint64)
 	}()
 	return in2, nil
 }
+
+func (i *instance) name() string           { return i.owner }
+func (i *instance) pause()                 { i.gate.pause() }
+func (i *instance) resume()                { i.gate.resume() }
+func (i *instance) faults() []faults.Count { return i.gate.inj.Counts() }
 
 // stop is a graceful stop (SIGTERM): the lease is released.
 func (i *instance) stop() {

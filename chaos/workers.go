@@ -55,13 +55,14 @@ type workers struct {
 
 // jobWorkers is the simulated workers of one job's current run.
 type jobWorkers struct {
-	run      int64
-	seq      map[string]uint64
-	last     map[string]time.Time
-	reported map[string]string // worker → what its last envelope said
+	run int64
+	// builders keep each worker's whole state and cut it into protocol v2
+	// envelopes, as the worker SDK does.
+	builders map[string]*protocol.Builder
 	crashed  map[string]bool
 	silent   map[string]time.Time
-	fail     map[string]bool // worker → fail a task in its next envelope
+	fail     map[string]bool // worker → fail a task at its next report
+	failed   map[string]bool // worker → a task failed (for the rest of the run)
 	finished map[string]time.Time
 	// epochSeen is when a checkpoint command was first read: workers
 	// complete it after a random delay, so checkpoints are in flight
@@ -75,8 +76,8 @@ type jobWorkers struct {
 func newJobWorkers(run, prev int64) *jobWorkers {
 	return &jobWorkers{
 		run: run, staleFrom: prev,
-		seq: map[string]uint64{}, last: map[string]time.Time{}, reported: map[string]string{},
-		crashed: map[string]bool{}, silent: map[string]time.Time{}, fail: map[string]bool{},
+		builders: map[string]*protocol.Builder{},
+		crashed:  map[string]bool{}, silent: map[string]time.Time{}, fail: map[string]bool{}, failed: map[string]bool{},
 		finished: map[string]time.Time{}, epochSeen: map[int64]time.Time{}, epochDelay: map[int64]time.Duration{},
 	}
 }
@@ -118,7 +119,10 @@ func (w *workers) run(ctx context.Context, id job.ID) {
 	}
 }
 
-// envelopes decides what each worker of the run sends now.
+// envelopes decides what each worker of the run sends now: each records
+// its whole state in its Builder, which says when the next envelope is
+// due (a heartbeat after the last, or at once after a change the
+// controller waits on).
 func (w *workers) envelopes(id job.ID, cmds job.Commands, now time.Time) [][]byte {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -127,6 +131,11 @@ func (w *workers) envelopes(id job.ID, cmds job.Commands, now time.Time) [][]byt
 	}
 	jw := w.jobs[id]
 	if jw == nil || jw.run != cmds.RunID {
+		// A command record read a moment old (eventually consistent)
+		// names the previous run: its workers are gone.
+		if jw != nil && cmds.RunID < jw.run {
+			return nil
+		}
 		prev := int64(0)
 		if jw != nil {
 			prev = jw.run
@@ -140,63 +149,86 @@ func (w *workers) envelopes(id job.ID, cmds job.Commands, now time.Time) [][]byt
 	}
 	var bodies [][]byte
 	for _, wid := range slices.Sorted(maps.Keys(by)) {
-		if jw.crashed[wid] || now.Before(jw.silent[wid]) {
+		if jw.crashed[wid] {
 			continue
 		}
 		if at, ok := jw.finished[wid]; ok && now.Sub(at) > w.timing.FinishedFor {
 			continue // exited after finishing its tasks
 		}
-		evs, finished := w.state(jw, cmds, by[wid], wid, now)
+		b := jw.builders[wid]
+		if b == nil {
+			var err error
+			if b, err = protocol.NewBuilder(id, cmds.RunID, wid, len(by[wid]), protocol.BuilderOptions{Heartbeat: w.timing.Heartbeat}); err != nil {
+				continue
+			}
+			jw.builders[wid] = b
+		}
+		tasks, finished := w.state(jw, cmds, by[wid], wid, now)
+		for _, t := range tasks {
+			_ = b.SetTask(now, ahead(b, t))
+		}
 		if finished {
 			if _, ok := jw.finished[wid]; !ok {
 				jw.finished[wid] = now
 			}
 		}
-		said := fmt.Sprint(evs)
-		if said == jw.reported[wid] && now.Sub(jw.last[wid]) < w.timing.Heartbeat {
+		if now.Before(jw.silent[wid]) || now.Before(b.Due()) {
 			continue
 		}
-		jw.reported[wid], jw.last[wid] = said, now
-		jw.seq[wid]++
-		body, err := protocol.Encode(&protocol.Envelope{
-			V: protocol.V1, JobID: id, RunID: cmds.RunID, WorkerID: wid, Seq: jw.seq[wid],
-			SentAt: now, Heartbeat: &protocol.Heartbeat{}, Events: evs,
-		})
+		out, err := b.Flush(now)
 		if err == nil {
-			bodies = append(bodies, body)
+			bodies = append(bodies, out...)
 		}
 	}
 	// Now and then a worker of the previous run, not yet gone, reports:
 	// the controller must judge it stale and change nothing.
 	if jw.staleFrom > 0 && w.rng.Float64() < 0.02 {
-		body, err := protocol.Encode(&protocol.Envelope{
-			V: protocol.V1, JobID: id, RunID: jw.staleFrom, WorkerID: "w-0", Seq: 1 << 20,
-			SentAt: now, Heartbeat: &protocol.Heartbeat{},
-			Events: []protocol.Event{{Kind: protocol.WorkerRegistered, Slots: 1}},
-		})
+		b, err := protocol.NewBuilder(id, jw.staleFrom, "w-0", 1, protocol.BuilderOptions{})
 		if err == nil {
-			bodies = append(bodies, body)
-			w.faults.add("stale_envelope", 1)
+			_ = b.SetTask(now, protocol.Task{Operator: sourceOperator, Subtask: 0, State: protocol.Running})
+			if out, err := b.Flush(now); err == nil {
+				bodies = append(bodies, out...)
+				w.faults.add("stale_envelope", 1)
+			}
 		}
 	}
 	return bodies
 }
 
-// state is the whole state a worker reports, as protocol v1 events (the
-// controller still accepts v1; sending every event each time makes each
-// envelope a complete report, and the controller applies them
-// idempotently). finished says the worker has finished every task.
-func (w *workers) state(jw *jobWorkers, cmds job.Commands, tasks []job.TaskAssignment, wid string, now time.Time) ([]protocol.Event, bool) {
-	evs := []protocol.Event{{Kind: protocol.WorkerRegistered, Slots: len(tasks)}}
-	for _, a := range tasks {
-		evs = append(evs, protocol.Event{Kind: protocol.TaskStarted, Operator: a.OperatorID, Subtask: a.Subtask})
+// ahead keeps what a subtask already reported when t would take it back
+// (the next checkpoint not yet done, a command record read a moment old):
+// its newest checkpoint and commit, and a final state.
+func ahead(b *protocol.Builder, t protocol.Task) protocol.Task {
+	prev, ok := b.Task(t.Operator, t.Subtask)
+	if !ok {
+		return t
+	}
+	if prev.Checkpointed > t.Checkpointed {
+		t.Checkpointed, t.CheckpointBytes, t.CheckpointMetadata = prev.Checkpointed, prev.CheckpointBytes, prev.CheckpointMetadata
+	}
+	t.Committed = max(t.Committed, prev.Committed)
+	if prev.State == protocol.Finished || prev.State == protocol.Failed {
+		t.State, t.Error, t.Domain, t.Retry = prev.State, prev.Error, prev.Domain, prev.Retry
+	}
+	return t
+}
+
+// state is the whole state a worker's subtasks are in now, as protocol v2
+// tasks. finished says the worker has finished every task.
+func (w *workers) state(jw *jobWorkers, cmds job.Commands, tasks []job.TaskAssignment, wid string, now time.Time) ([]protocol.Task, bool) {
+	out := make([]protocol.Task, len(tasks))
+	for i, a := range tasks {
+		out[i] = protocol.Task{Operator: a.OperatorID, Subtask: a.Subtask, State: protocol.Running}
 	}
 	if jw.fail[wid] {
 		delete(jw.fail, wid)
-		a := tasks[0]
-		evs = append(evs, protocol.Event{Kind: protocol.TaskFailed, Operator: a.OperatorID, Subtask: a.Subtask,
-			Error: "injected task failure", Domain: job.DomainInternal, Retry: protocol.RetryBackoff})
-		return evs, false
+		jw.failed[wid] = true
+	}
+	if jw.failed[wid] {
+		// A failed subtask stays failed for the rest of the run; the
+		// controller restarts the run.
+		out[0].State, out[0].Error, out[0].Domain, out[0].Retry = protocol.Failed, "injected task failure", job.DomainInternal, protocol.RetryBackoff
+		return out, false
 	}
 	done := false
 	if c := cmds.Checkpoint; c != nil {
@@ -208,32 +240,32 @@ func (w *workers) state(jw *jobWorkers, cmds job.Commands, tasks []job.TaskAssig
 		}
 		if now.Sub(seen) >= jw.epochDelay[c.Epoch] {
 			done = true
-			for _, a := range tasks {
-				evs = append(evs, protocol.Event{Kind: protocol.CheckpointCompleted, Operator: a.OperatorID, Subtask: a.Subtask,
-					Epoch: c.Epoch, Bytes: 100, Metadata: fmt.Sprintf("s3://state/%s/%d/%d", cmds.JobID, c.Epoch, a.Subtask)})
+			for i, a := range tasks {
+				out[i].Checkpointed, out[i].CheckpointBytes = c.Epoch, 100
+				out[i].CheckpointMetadata = fmt.Sprintf("s3://state/%s/%d/%d", cmds.JobID, c.Epoch, a.Subtask)
 			}
 		}
 	}
 	committed := false
 	if c := cmds.Commit; c != nil {
 		committed = cmds.Checkpoint == nil || c.Epoch == cmds.Checkpoint.Epoch
-		for _, a := range tasks {
+		for i, a := range tasks {
 			if a.OperatorID == sinkOperator {
-				evs = append(evs, protocol.Event{Kind: protocol.CommitFinished, Operator: a.OperatorID, Subtask: a.Subtask, Epoch: c.Epoch})
+				out[i].Committed = c.Epoch
 			}
 		}
 	}
 	thenStop := done && cmds.Checkpoint.ThenStop
 	finished := 0
-	for _, a := range tasks {
+	for i, a := range tasks {
 		// After a then-stop checkpoint tasks finish, committing sinks once
 		// they committed it; a stop command finishes every task.
 		if cmds.Stop != nil || (thenStop && (a.OperatorID != sinkOperator || committed)) {
-			evs = append(evs, protocol.Event{Kind: protocol.TaskFinished, Operator: a.OperatorID, Subtask: a.Subtask})
+			out[i].State = protocol.Finished
 			finished++
 		}
 	}
-	return evs, finished == len(tasks)
+	return out, finished == len(tasks)
 }
 
 // stop ends every worker; an envelope being built when it is called is
@@ -247,7 +279,7 @@ func (w *workers) stop() {
 // workerOf picks one worker of the job's current run, or "".
 func (w *workers) workerOf(jw *jobWorkers) string {
 	var ids []string
-	for wid := range jw.seq {
+	for wid := range jw.builders {
 		if !jw.crashed[wid] {
 			ids = append(ids, wid)
 		}

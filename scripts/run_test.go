@@ -16,12 +16,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/weirstream/weir/infra/awstest"
+	"github.com/weirstream/weir/internal/proctest"
 )
 
 // TestMakeRunHeadless runs scripts/run.sh without a terminal, on an
@@ -49,7 +49,7 @@ func TestMakeRunHeadless(t *testing.T) {
 		// The bound: the script stops by itself if the test does not.
 		"WEIR_RUN_FOR=4m",
 	)
-	var out syncBuffer
+	var out proctest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start scripts/run.sh: %v", err)
@@ -305,23 +305,4 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// syncBuffer is a bytes.Buffer that the script's output and the test can
-// use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -73,6 +73,12 @@ type Config struct {
 	// ConfigBound is how long an acknowledged config version may wait
 	// before the status shows it was acted on (default 45 s).
 	ConfigBound time.Duration
+	// BoundFromCalm counts the bound of a version acknowledged before
+	// Calm from Calm: while controllers are killed and paused faster than
+	// the lease changes hands, no bound holds; once faults stop, every
+	// version must be acted on within it. The longest wait is reported
+	// either way (Stats.ConfigWaitMax).
+	BoundFromCalm bool
 }
 
 // item is what one poll saw of one item: the raw attributes, plus the
@@ -106,6 +112,7 @@ type jobView struct {
 	configAcked  map[int64]time.Time // version → when the write was acknowledged
 	configActed  int64
 	configLate   map[int64]bool // versions already reported late
+	configDone   map[int64]bool // versions seen acted on
 	lastStatus   string
 	staleCreated int // late in-progress checkpoint items of a deposed controller
 	// layouts: every run's subtasks ("op/subtask"), from the command
@@ -119,12 +126,27 @@ type jobView struct {
 type Checker struct {
 	cfg Config
 
+	// polling is held through a whole poll, read and comparison: polls
+	// overlap (the periodic ones and Final's), and one whose read began
+	// earlier must not be compared after one that began later, or an item
+	// seems to go back to what it was (with that write's own token).
+	polling sync.Mutex
+
 	mu         sync.Mutex
 	jobs       map[string]*jobView
 	leaseFence map[string]int64
 	leaseOwner map[string]map[int64]string // lease name → fence → owner
 	violations []Violation
 	polls      int
+	calmSince  time.Time
+	configWait time.Duration // the longest wait for a config version to be acted on
+}
+
+// Calm says faults stopped now (see Config.BoundFromCalm).
+func (c *Checker) Calm() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calmSince = time.Now()
 }
 
 // New returns a Checker for cfg.
@@ -143,7 +165,7 @@ func New(cfg Config) *Checker {
 func (c *Checker) job(id string) *jobView {
 	j := c.jobs[id]
 	if j == nil {
-		j = &jobView{items: map[string]item{}, epochs: map[int64]string{}, configAcked: map[int64]time.Time{}, configLate: map[int64]bool{},
+		j = &jobView{items: map[string]item{}, epochs: map[int64]string{}, configAcked: map[int64]time.Time{}, configLate: map[int64]bool{}, configDone: map[int64]bool{},
 			layouts: map[int64]map[string]bool{}, readyChecked: map[int64]bool{}}
 		c.jobs[id] = j
 	}
@@ -153,6 +175,14 @@ func (c *Checker) job(id string) *jobView {
 func (c *Checker) violate(check, jobID, detail string, items ...string) {
 	v := Violation{Check: check, Job: jobID, Detail: detail, Items: items, Seed: c.cfg.Seed, At: time.Now().UTC()}
 	c.violations = append(c.violations, v)
+}
+
+// Add records a violation found outside the tables and queues (in the
+// controllers' logs, say).
+func (c *Checker) Add(check, jobID, detail string, items ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.violate(check, jobID, detail, items...)
 }
 
 // ConfigAcknowledged records that the config API acknowledged version of
@@ -179,8 +209,11 @@ func (c *Checker) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Poll reads both tables once and checks what changed.
+// Poll reads both tables once and checks what changed. Polls run one at a
+// time, each compared with the one before it.
 func (c *Checker) Poll(ctx context.Context) error {
+	c.polling.Lock()
+	defer c.polling.Unlock()
 	jobs, err := c.scan(ctx, c.cfg.JobsTable)
 	if err != nil {
 		return err
@@ -408,7 +441,23 @@ func (c *Checker) checkStatus(id string, j *jobView, st item) {
 func (c *Checker) checkConfigBound(now time.Time) {
 	for id, j := range c.jobs {
 		for v, at := range j.configAcked {
-			if v <= j.configActed || j.configLate[v] || now.Sub(at) <= c.cfg.ConfigBound {
+			if v <= j.configActed {
+				if !j.configDone[v] {
+					j.configDone[v] = true
+					c.configWait = max(c.configWait, now.Sub(at))
+				}
+				continue
+			}
+			from := at
+			if c.cfg.BoundFromCalm {
+				if c.calmSince.IsZero() {
+					continue
+				}
+				if c.calmSince.After(from) {
+					from = c.calmSince
+				}
+			}
+			if j.configLate[v] || now.Sub(from) <= c.cfg.ConfigBound {
 				continue
 			}
 			j.configLate[v] = true
@@ -686,6 +735,9 @@ type Stats struct {
 	LateStale    int `json:"late_checkpoint_items_of_deposed_leaders"`
 	LeaseFence   int `json:"lease_fence"`
 	ConfigWrites int `json:"config_versions_acknowledged"`
+	// ConfigWaitMax is the longest an acknowledged config version waited
+	// to be acted on (as polls saw it).
+	ConfigWaitMax string `json:"config_wait_max"`
 	// LeaseHolders: which owner held each fence.
 	LeaseHolders map[string]string `json:"lease_holders"`
 }
@@ -694,7 +746,7 @@ type Stats struct {
 func (c *Checker) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := Stats{Polls: c.polls}
+	s := Stats{Polls: c.polls, ConfigWaitMax: c.configWait.Round(100 * time.Millisecond).String()}
 	for _, j := range c.jobs {
 		s.Transitions += j.transitions
 		s.Recoveries += j.recoveries

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"net/http"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -116,3 +120,65 @@ func gz(t *testing.T, text string) []byte {
 
 func s(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
 func n(v string) types.AttributeValue { return &types.AttributeValueMemberN{Value: v} }
+
+// heldScans holds the answer of the first Scan it sends until released,
+// so a test can make a poll's read older than the next poll's.
+type heldScans struct {
+	base     *http.Client
+	answered chan struct{} // closed when the held Scan's answer is in
+	release  chan struct{}
+	once     sync.Once
+}
+
+func (h *heldScans) Do(r *http.Request) (*http.Response, error) {
+	resp, err := h.base.Do(r)
+	if strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".Scan") {
+		held := false
+		h.once.Do(func() { held = true })
+		if held {
+			close(h.answered)
+			<-h.release
+		}
+	}
+	return resp, err
+}
+
+// Overlapping polls (the periodic ones and Final's) are compared in the
+// order their reads began: an older read compared last would make the
+// command record's fence seem to go back, with its own write token.
+func TestOverlappingPollsCompareInOrder(t *testing.T) {
+	cfg := awstest.Config(t)
+	env := resourcestest.ForTest(t, cfg).Env()
+	ctx := context.Background()
+	jobs, leases := env[resources.EnvJobsTable], env[resources.EnvLeaseTable]
+	db := dynamodb.NewFromConfig(cfg)
+	held := &heldScans{base: &http.Client{}, answered: make(chan struct{}), release: make(chan struct{})}
+	slow := cfg.Copy()
+	slow.HTTPClient = held
+	c := checker.New(checker.Config{
+		DynamoDB: dynamodb.NewFromConfig(slow), SQS: sqs.NewFromConfig(cfg), JobsTable: jobs, LeaseTable: leases,
+		QueueURL: env[resources.EnvWorkerQueueURL], DLQURL: env[resources.EnvWorkerDLQURL], Seed: 7,
+	})
+	put := func(fence string) {
+		t.Helper()
+		if _, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: &jobs,
+			Item: item("job#a", "commands", "fence", n(fence), "version", n("6"), "wtok", s("c6"), "run_id", n("2"))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("5")
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = c.Poll(ctx) }) // reads fence 5, its answer held
+	<-held.answered
+	put("6") // a successor's claim raises the fence
+	wg.Go(func() { _ = c.Poll(ctx) })
+	time.Sleep(300 * time.Millisecond) // the second poll would be done by now, were it not to wait
+	close(held.release)
+	wg.Wait()
+	if err := c.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Violations(); len(v) != 0 {
+		t.Fatalf("two overlapping polls of a sound history were reported: %v", v)
+	}
+}

@@ -16,11 +16,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,6 +32,7 @@ import (
 	"github.com/weirstream/weir/chaos"
 	"github.com/weirstream/weir/chaos/checker"
 	"github.com/weirstream/weir/infra/resources"
+	"github.com/weirstream/weir/internal/proctest"
 )
 
 // summary is the report file: the campaigns' totals first, then each.
@@ -62,11 +61,14 @@ func run() int {
 		ctrls    = flag.Int("controllers", 3, "controllers contending for the lease")
 		rate     = flag.Float64("fault-rate", 1.5, "scale of injected AWS faults (1: about one request in ten)")
 		every    = flag.Duration("event-every", 1500*time.Millisecond, "mean time between process and operator events")
+		least    = flag.Int("min-faults", 350, "each campaign's faulty phase goes on (up to twice -duration) until this many faults were injected: a slow endpoint gets fewer requests, so fewer faults")
 		report   = flag.String("report", "chaos/report.json", "where to write the JSON report")
 		template = flag.String("template", "template.yaml", "the SAM template whose tables and queues each campaign gets")
-		logPath  = flag.String("log", "chaos/controllers.log", "the controllers' logs (warnings and errors)")
+		logPath  = flag.String("log", "chaos/controllers.log", "the controllers' logs (warnings and errors; with -processes, each process's whole log)")
 		verbose  = flag.Bool("v", false, "print every event")
 		trace    = flag.String("trace", "", "a file for every DynamoDB write the controllers send (for tracing a violation to its request)")
+		procs    = flag.Bool("processes", false, "run the controllers as weir-controller processes: SIGKILL, SIGSTOP/SIGCONT and SIGTERM, faults injected through --test-faults")
+		bin      = flag.String("controller-bin", "", "the weir-controller binary for -processes (default: built from ./cmd/weir-controller into a temporary directory)")
 	)
 	flag.Parse()
 	list, err := parseSeeds(*seeds)
@@ -106,16 +108,42 @@ func run() int {
 		defer traceFile.Close()
 	}
 
+	var processes *chaos.ProcessOptions
+	if *procs {
+		if *bin == "" {
+			dir, err := os.MkdirTemp("", "weir-chaos-bin-")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "weir-chaos:", err)
+				return 2
+			}
+			defer os.RemoveAll(dir)
+			built, err := proctest.Build(dir, "github.com/weirstream/weir/cmd/weir-controller")
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "weir-chaos: %v (or pass -controller-bin)\n", err)
+				return 2
+			}
+			*bin = built[0]
+		}
+		processes = &chaos.ProcessOptions{Binary: *bin, Output: logFile}
+	} else if *bin != "" {
+		fmt.Fprintln(os.Stderr, "weir-chaos: -controller-bin is set without -processes: add -processes, or drop it")
+		return 2
+	}
+
 	sum := summary{Seeds: list, FaultsByKind: map[string]int{}, ViolationDetails: []checker.Violation{}}
 	for _, seed := range list {
 		progress := func(string) {}
 		if *verbose {
 			progress = func(s string) { fmt.Printf("  [seed %d] %s\n", seed, s) }
 		}
-		fmt.Printf("weir-chaos: seed %d: %s of faults, %d jobs, %d controllers\n", seed, *duration, *jobs, *ctrls)
+		kind := "controllers"
+		if *procs {
+			kind = "controller processes"
+		}
+		fmt.Printf("weir-chaos: seed %d: %s of faults, %d jobs, %d %s\n", seed, *duration, *jobs, *ctrls, kind)
 		rep, err := campaign(ctx, cfg, tmpl, seed, chaos.Options{
-			Seed: seed, Duration: *duration, Settle: *settle, Jobs: *jobs, Controllers: *ctrls,
-			FaultRate: *rate, EventEvery: *every, Progress: progress, Trace: traceWriter(traceFile),
+			Seed: seed, Duration: *duration, Settle: *settle, Jobs: *jobs, Controllers: *ctrls, MinFaults: *least,
+			FaultRate: *rate, EventEvery: *every, Progress: progress, Trace: traceWriter(traceFile), Processes: processes,
 			Log: slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: slog.LevelWarn})).With("seed", seed),
 		})
 		if err != nil {
@@ -191,14 +219,7 @@ func parseSeeds(s string) ([]uint64, error) {
 }
 
 func printReport(r *chaos.Report) {
-	fmt.Printf("  %s: %d faults injected, %d transitions, %d recoveries, %d checkpoints, %d envelopes sent (%d dead-lettered, %d malformed), %d violations\n",
-		r.Duration, r.FaultsInjected, r.Transitions, r.Recoveries, r.Checker.Checkpoints, r.Messages.Sent, r.Messages.DeadLettered, r.Messages.MalformedSent, r.Violations)
-	for _, k := range slices.Sorted(maps.Keys(r.FaultsByKind)) {
-		fmt.Printf("    %-20s %d\n", k, r.FaultsByKind[k])
-	}
-	for _, v := range r.ViolationDetails {
-		fmt.Println("  " + v.String())
-	}
+	fmt.Println("  " + chaos.Summary(r))
 }
 
 func writeReport(path string, s *summary) error {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +26,7 @@ import (
 	"github.com/weirstream/weir/infra/launcher/process"
 	"github.com/weirstream/weir/infra/resources"
 	"github.com/weirstream/weir/infra/resources/resourcestest"
+	"github.com/weirstream/weir/internal/proctest"
 )
 
 // buildDir holds the binary once built; TestMain removes it.
@@ -39,12 +39,11 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	buildDir.Store(&dir)
-	bin := filepath.Join(dir, "weir-controller")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	bins, err := proctest.Build(dir, ".")
 	if err != nil {
-		return "", errors.New("go build: " + err.Error() + "\n" + string(out))
+		return "", err
 	}
-	return bin, nil
+	return bins[0], nil
 })
 
 // workerFlag makes the test binary act as a worker: it writes its
@@ -85,28 +84,8 @@ func binary(t *testing.T) string {
 
 // controller is one running weir-controller process.
 type controller struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	out  *lockedBuffer
-	done chan struct{}
-	err  error // set before done is closed
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	*proctest.Process
+	t *testing.T
 }
 
 // start runs the binary with the test's environment plus env. It is
@@ -118,26 +97,15 @@ func start(t *testing.T, env map[string]string, args ...string) *controller {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	p, err := proctest.Start(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	c := &controller{t: t, cmd: cmd, out: out, done: make(chan struct{})}
-	go func() {
-		c.err = cmd.Wait()
-		close(c.done)
-	}()
+	c := &controller{t: t, Process: p}
 	t.Cleanup(func() {
-		select {
-		case <-c.done:
-		default:
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-c.done
-		}
+		p.Kill()
 		if t.Failed() {
-			t.Logf("output of %s:\n%s", strings.Join(args, " "), out.String())
+			t.Logf("output of %s:\n%s", strings.Join(args, " "), p.Out.String())
 		}
 	})
 	return c
@@ -148,7 +116,7 @@ func (c *controller) healthAddr() string {
 	c.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		sc := bufio.NewScanner(strings.NewReader(c.out.String()))
+		sc := bufio.NewScanner(strings.NewReader(c.Out.String()))
 		for sc.Scan() {
 			var line struct {
 				Msg        string `json:"msg"`
@@ -159,12 +127,12 @@ func (c *controller) healthAddr() string {
 			}
 		}
 		select {
-		case <-c.done:
-			c.t.Fatalf("weir-controller exited during start-up (%v):\n%s", c.err, c.out.String())
+		case <-c.Done():
+			c.t.Fatalf("weir-controller exited during start-up (%v):\n%s", c.Err(), c.Out.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	c.t.Fatalf("weir-controller did not log its start within 20 s:\n%s", c.out.String())
+	c.t.Fatalf("weir-controller did not log its start within 20 s:\n%s", c.Out.String())
 	return ""
 }
 
@@ -199,16 +167,16 @@ func waitReady(t *testing.T, addr, want string, within time.Duration) {
 func (c *controller) sigterm() time.Duration {
 	c.t.Helper()
 	start := time.Now()
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := c.Signal(syscall.SIGTERM); err != nil {
 		c.t.Fatal(err)
 	}
 	select {
-	case <-c.done:
+	case <-c.Done():
 	case <-time.After(10 * time.Second):
 		c.t.Fatal("weir-controller did not exit within 10 s of SIGTERM")
 	}
-	if c.err != nil {
-		c.t.Fatalf("weir-controller exited with %v after SIGTERM, want 0", c.err)
+	if err := c.Err(); err != nil {
+		c.t.Fatalf("weir-controller exited with %v after SIGTERM, want 0", err)
 	}
 	took := time.Since(start)
 	c.t.Logf("exited %s after SIGTERM", took)
@@ -256,8 +224,8 @@ func TestControllerLeadsAndReleasesTheLeaseOnSIGTERM(t *testing.T) {
 	if rec == nil || rec.Owner != "ctl-a" || !rec.Released {
 		t.Fatalf("lease record after SIGTERM %+v, want released by ctl-a", rec)
 	}
-	if !strings.Contains(a.out.String(), `"msg":"weir-controller stopped"`) {
-		t.Errorf("no stop line in the log:\n%s", a.out.String())
+	if !strings.Contains(a.Out.String(), `"msg":"weir-controller stopped"`) {
+		t.Errorf("no stop line in the log:\n%s", a.Out.String())
 	}
 }
 

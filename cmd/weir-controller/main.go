@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	awsecs "github.com/aws/aws-sdk-go-v2/service/ecs"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -34,6 +35,7 @@ import (
 	"github.com/weirstream/weir/core/store"
 	"github.com/weirstream/weir/infra/accounting"
 	"github.com/weirstream/weir/infra/dynamo"
+	"github.com/weirstream/weir/infra/faults"
 	"github.com/weirstream/weir/infra/launcher/ecs"
 	"github.com/weirstream/weir/infra/launcher/external"
 	"github.com/weirstream/weir/infra/launcher/process"
@@ -140,6 +142,11 @@ func serve(ctx context.Context, s settings) error {
 		return fmt.Errorf("load the AWS configuration: %w (check AWS_REGION, AWS_PROFILE and credentials)", err)
 	}
 	awsCfg = ledger.Instrument(awsCfg)
+	if len(s.TestFaults) > 0 {
+		if awsCfg, err = withTestFaults(awsCfg, s, log); err != nil {
+			return err
+		}
+	}
 	db := dynamo.NewClient(awsCfg)
 	st, err := dynamo.NewStore(db, s.JobsTable)
 	if err != nil {
@@ -197,6 +204,24 @@ func serve(ctx context.Context, s settings) error {
 		return nil
 	}
 	return err
+}
+
+// withTestFaults sends every AWS request through a fault injector
+// (--test-faults, for fault campaigns); each fault it draws is logged, so
+// a campaign can count what each controller met even if it is killed.
+func withTestFaults(cfg aws.Config, s settings, log *slog.Logger) (aws.Config, error) {
+	base := cfg.HTTPClient
+	if base == nil {
+		base = awshttp.NewBuildableClient()
+	}
+	inj, err := faults.New(faults.Options{Seed: s.TestFaultsSeed, Rules: s.TestFaults, Base: base,
+		OnInject: func(k faults.Kind, op string) { log.Info("test fault injected", "kind", string(k), "operation", op) }})
+	if err != nil {
+		return cfg, err
+	}
+	log.Warn("TEST-ONLY fault injection is on: AWS requests meet injected faults", "rules", len(s.TestFaults), "seed", s.TestFaultsSeed)
+	cfg.HTTPClient = inj
+	return cfg, nil
 }
 
 // newLauncher builds the chosen launcher; the ECS one first checks its

@@ -18,6 +18,7 @@ import (
 	"github.com/weirstream/weir/core/manager"
 	"github.com/weirstream/weir/core/protocol"
 	"github.com/weirstream/weir/infra/dynamo"
+	"github.com/weirstream/weir/infra/faults"
 	"github.com/weirstream/weir/infra/launcher/ecs"
 	"github.com/weirstream/weir/infra/launcher/process"
 	"github.com/weirstream/weir/infra/resources"
@@ -56,6 +57,11 @@ type settings struct {
 	HealthAddr string
 	LogLevel   string
 	LogFormat  string
+
+	// TestFaults (test only) are AWS faults injected into every request
+	// the controller sends, drawn from TestFaultsSeed; none by default.
+	TestFaults     []faults.Rule
+	TestFaultsSeed uint64
 }
 
 type processSettings struct {
@@ -92,6 +98,9 @@ type flags struct {
 	healthAddr string
 	logLevel   string
 	logFormat  string
+
+	testFaults     string
+	testFaultsSeed uint64
 
 	fs *pflag.FlagSet
 }
@@ -137,6 +146,9 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.healthAddr, "health-addr", "127.0.0.1:8081", "address of /healthz and /readyz")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
+
+	fs.StringVar(&f.testFaults, "test-faults", "", `TEST ONLY, never in production: inject AWS faults into every request this controller sends, e.g. "lost_answer rate=0.04 ops=PutItem,UpdateItem; throttle rate=0.03; latency rate=0.05 delay=40ms" (kinds server_error, throttle, latency, lost_answer; settings rate=, ops=, first, limit=, delay=); each fault is logged`)
+	fs.Uint64Var(&f.testFaultsSeed, "test-faults-seed", 0, "TEST ONLY: seed of --test-faults' draws, so a run can be repeated")
 }
 
 // settings checks the flags and the environment (read through getenv) and
@@ -214,6 +226,16 @@ func (f *flags) settings(getenv func(string) string) (settings, error) {
 			p.addf("lease timings (--lease-duration %s, --lease-renew-interval %s, --lease-renew-deadline %s): %s",
 				check.Duration, check.RenewInterval, check.RenewDeadline, strings.TrimPrefix(err.Error(), "lease: "))
 		}
+	}
+
+	if strings.TrimSpace(f.testFaults) != "" {
+		rules, err := faults.ParseRules(f.testFaults)
+		if err != nil {
+			p.addf("--test-faults %q: %s", f.testFaults, strings.TrimPrefix(err.Error(), "faults: "))
+		}
+		s.TestFaults, s.TestFaultsSeed = rules, f.testFaultsSeed
+	} else if f.fs != nil && f.fs.Changed("test-faults-seed") {
+		p.addf("--test-faults-seed is set without --test-faults: add the rules to inject, or drop the seed")
 	}
 
 	if _, port, err := net.SplitHostPort(s.HealthAddr); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	jobcontroller "github.com/weirstream/weir/core/controller"
+	"github.com/weirstream/weir/infra/faults"
 	"github.com/weirstream/weir/infra/resources"
 	"github.com/weirstream/weir/infra/sqs"
 )
@@ -67,8 +68,21 @@ func TestSettingsGood(t *testing.T) {
 		t.Errorf("ECS workers are not pointed at the controller's stack: %v", s.ECS.Env)
 	}
 
-	if _, err := parse(t, stackEnv, "--launcher", "external"); err != nil {
+	s, err = parse(t, stackEnv, "--launcher", "external")
+	if err != nil {
 		t.Fatalf("defaults with --launcher external: %v", err)
+	}
+	if s.TestFaults != nil {
+		t.Errorf("faults injected by default: %v", s.TestFaults)
+	}
+
+	// Test-only fault injection, for fault campaigns.
+	s, err = parse(t, stackEnv, "--launcher", "external", "--test-faults", "lost_answer rate=0.04 ops=PutItem; latency rate=0.5 delay=40ms", "--test-faults-seed", "9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.TestFaults) != 2 || s.TestFaults[0].Kind != faults.LostAnswer || s.TestFaults[1].Delay != 40*time.Millisecond || s.TestFaultsSeed != 9 {
+		t.Errorf("test faults %+v seed %d", s.TestFaults, s.TestFaultsSeed)
 	}
 }
 
@@ -156,6 +170,18 @@ func TestSettingsNameEveryProblem(t *testing.T) {
 			env:  stackEnv,
 			args: []string{"--launcher", "external", "--health-addr", "8081", "--log-level", "verbose", "--log-format", "xml"},
 			want: []string{`--health-addr "8081" is not HOST:PORT`, "--log-level/--log-format"},
+		},
+		{
+			name: "test faults",
+			env:  stackEnv,
+			args: []string{"--launcher", "external", "--test-faults", "lost_answer rate=2"},
+			want: []string{`--test-faults "lost_answer rate=2"`, "rate 2 is not in (0, 1]"},
+		},
+		{
+			name: "test faults seed alone",
+			env:  stackEnv,
+			args: []string{"--launcher", "external", "--test-faults-seed", "3"},
+			want: []string{"--test-faults-seed is set without --test-faults"},
 		},
 		{
 			name: "health port",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/weirstream/weir/core/job"
+	"github.com/weirstream/weir/core/store"
 )
 
 // ErrNotAdoptable: the stored run cannot be carried on as it is (no start
@@ -28,6 +29,12 @@ var ErrNotAdoptable = errors.New("run cannot be adopted")
 // above every epoch the job ever had.
 func AdoptRun(ctx context.Context, d Deps, cfg job.Config, st job.Status) (*JobController, error) {
 	cmds, err := d.Store.GetCommands(ctx, st.JobID)
+	if errors.Is(err, store.ErrNotFound) {
+		// The leader that started the run died before its start command
+		// was written. Not-found must not escape: to the job loop it
+		// means the job was deleted.
+		return nil, fmt.Errorf("%w: job %s has no command record, so run %d was never started", ErrNotAdoptable, st.JobID, st.RunID)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read the command record of job %s: %w", st.JobID, err)
 	}

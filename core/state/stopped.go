@@ -12,7 +12,12 @@ type Stopped struct{ base }
 
 func (*Stopped) Name() job.State { return job.Stopped }
 
-func (*Stopped) Enter(context.Context, *Context) (Transition, error) { return stay() }
+// Enter acts on the config as it stands: a stop cleared while the job was
+// stopping (a stop in progress is not undone) has already been recorded as
+// seen, so no later config event would schedule the job.
+func (s *Stopped) Enter(ctx context.Context, c *Context) (Transition, error) {
+	return s.Config(ctx, c, c.Config)
+}
 
 func (*Stopped) Config(_ context.Context, c *Context, cfg job.Config) (Transition, error) {
 	if cfg.Stop.Requested() {

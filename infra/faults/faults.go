@@ -87,6 +87,9 @@ type Options struct {
 	// Base sends the requests that reach the service. Default: the SDK's
 	// default HTTP client.
 	Base HTTPClient
+	// OnInject, if set, is called for every fault drawn (outside the
+	// Injector's lock), so a process can log what it met as it happens.
+	OnInject func(kind Kind, operation string)
 }
 
 // Validate says which rule is unusable and how to fix it.
@@ -124,8 +127,9 @@ type Count struct {
 // Injector injects faults into the requests it sends. It is safe for
 // concurrent use.
 type Injector struct {
-	rules []Rule
-	base  HTTPClient
+	rules    []Rule
+	base     HTTPClient
+	onInject func(Kind, string)
 
 	mu     sync.Mutex
 	rng    *rand.Rand
@@ -143,11 +147,12 @@ func New(o Options) (*Injector, error) {
 		base = awshttp.NewBuildableClient()
 	}
 	return &Injector{
-		rules:  slices.Clone(o.Rules),
-		base:   base,
-		rng:    rand.New(rand.NewPCG(o.Seed, 0x5eed)),
-		hits:   make([]int, len(o.Rules)),
-		counts: map[Count]int{},
+		rules:    slices.Clone(o.Rules),
+		base:     base,
+		onInject: o.OnInject,
+		rng:      rand.New(rand.NewPCG(o.Seed, 0x5eed)),
+		hits:     make([]int, len(o.Rules)),
+		counts:   map[Count]int{},
 	}, nil
 }
 
@@ -179,7 +184,12 @@ func (in *Injector) RoundTrip(r *http.Request) (*http.Response, error) { return 
 func (in *Injector) Do(r *http.Request) (*http.Response, error) {
 	target := r.Header.Get("X-Amz-Target")
 	op := operation(target)
-	delay, fault := in.decide(r, target, op)
+	delay, fault, drawn := in.decide(r, target, op)
+	if in.onInject != nil {
+		for _, k := range drawn {
+			in.onInject(k, opName(op))
+		}
+	}
 	if delay > 0 {
 		if err := sleep(r.Context(), delay); err != nil {
 			return nil, err
@@ -202,15 +212,16 @@ func (in *Injector) Do(r *http.Request) (*http.Response, error) {
 	return in.base.Do(r)
 }
 
-// decide draws for every matching rule: the total latency to add and the
-// fault (if any) that decides the request.
-func (in *Injector) decide(r *http.Request, target, op string) (time.Duration, Kind) {
+// decide draws for every matching rule: the total latency to add, the
+// fault (if any) that decides the request, and every kind drawn.
+func (in *Injector) decide(r *http.Request, target, op string) (time.Duration, Kind, []Kind) {
 	first := firstAttempt(r)
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	var (
 		delay time.Duration
 		fault Kind
+		drawn []Kind
 	)
 	for i, rule := range in.rules {
 		if fault != "" && rule.Kind != Latency {
@@ -224,13 +235,14 @@ func (in *Injector) decide(r *http.Request, target, op string) (time.Duration, K
 		}
 		in.hits[i]++
 		in.counts[Count{Kind: rule.Kind, Operation: opName(op)}]++
+		drawn = append(drawn, rule.Kind)
 		if rule.Kind == Latency {
 			delay += rule.Delay
 		} else {
 			fault = rule.Kind
 		}
 	}
-	return delay, fault
+	return delay, fault, drawn
 }
 
 func matches(rule Rule, target, op string) bool {

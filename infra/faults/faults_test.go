@@ -281,3 +281,26 @@ func TestInjectedDynamoDBAnswersCarryTheirChecksum(t *testing.T) {
 		t.Fatalf("X-Amz-Crc32 = %q, want %s (the CRC32 of %s)", got, want, body)
 	}
 }
+
+// OnInject hears of every fault drawn, latency included, as it happens.
+func TestOnInjectHearsEveryFault(t *testing.T) {
+	s := newService(t)
+	var heard []string
+	in, err := faults.New(faults.Options{Seed: 7, Rules: []faults.Rule{
+		{Kind: faults.Latency, Rate: 1, Delay: time.Millisecond, Operations: []string{"PutItem"}},
+		{Kind: faults.Throttle, Rate: 1, FirstAttemptOnly: true},
+	}, OnInject: func(k faults.Kind, op string) { heard = append(heard, string(k)+" "+op) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := put(t.Context(), s.client(in, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := get(t.Context(), s.client(in, 1)); err == nil {
+		t.Fatal("the throttled GetItem succeeded")
+	}
+	want := "latency PutItem,throttle PutItem,latency PutItem,throttle GetItem"
+	if got := strings.Join(heard, ","); got != want {
+		t.Fatalf("heard %q, want %q", got, want)
+	}
+}

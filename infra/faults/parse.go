@@ -55,3 +55,26 @@ func ParseRules(spec string) ([]Rule, error) {
 	}
 	return rules, nil
 }
+
+// FormatRules writes rules as ParseRules reads them, so they can be handed
+// to another process as one flag value.
+func FormatRules(rules []Rule) string {
+	parts := make([]string, 0, len(rules))
+	for _, r := range rules {
+		f := []string{string(r.Kind), "rate=" + strconv.FormatFloat(r.Rate, 'g', -1, 64)}
+		if len(r.Operations) > 0 {
+			f = append(f, "ops="+strings.Join(r.Operations, ","))
+		}
+		if r.FirstAttemptOnly {
+			f = append(f, "first")
+		}
+		if r.Limit > 0 {
+			f = append(f, "limit="+strconv.Itoa(r.Limit))
+		}
+		if r.Delay > 0 {
+			f = append(f, "delay="+r.Delay.String())
+		}
+		parts = append(parts, strings.Join(f, " "))
+	}
+	return strings.Join(parts, "; ")
+}

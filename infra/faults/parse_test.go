@@ -38,3 +38,19 @@ func TestParseRules(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatRulesIsReadBack(t *testing.T) {
+	rules := []faults.Rule{
+		{Kind: faults.Latency, Rate: 0.125, Delay: 40 * time.Millisecond},
+		{Kind: faults.LostAnswer, Rate: 0.1, Operations: []string{"PutItem", "TransactWriteItems"}, FirstAttemptOnly: true, Limit: 7},
+		{Kind: faults.Throttle, Rate: 1},
+	}
+	text := faults.FormatRules(rules)
+	got, err := faults.ParseRules(text)
+	if err != nil {
+		t.Fatalf("ParseRules(%q): %v", text, err)
+	}
+	if !reflect.DeepEqual(got, rules) {
+		t.Fatalf("read back %q as %+v, want %+v", text, got, rules)
+	}
+}

@@ -137,9 +137,9 @@ func TestSIGTERMOfTheLeader(t *testing.T) {
 	b.waitRole("leader", 10*time.Second)
 	seen := time.Since(termed)
 	select {
-	case <-a.done:
-		if a.err != nil {
-			t.Errorf("ctl-a exited with %v after SIGTERM, want status 0", a.err)
+	case <-a.Done():
+		if err := a.Err(); err != nil {
+			t.Errorf("ctl-a exited with %v after SIGTERM, want status 0", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("ctl-a did not exit within 5 s of SIGTERM")
@@ -234,7 +234,7 @@ func TestSIGSTOPOfTheLeaderPastItsLease(t *testing.T) {
 	if *lease != *leaseAfter {
 		t.Errorf("the lease record changed while only the resumed ex-leader ran: was %+v, now %+v", lease, leaseAfter)
 	}
-	if !strings.Contains(a.out.String(), `"msg":"lease lost: stopping all leader work"`) {
+	if !strings.Contains(a.Out.String(), `"msg":"lease lost: stopping all leader work"`) {
 		t.Errorf("ctl-a did not log that it lost the lease")
 	}
 

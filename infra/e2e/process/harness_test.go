@@ -34,6 +34,7 @@ import (
 	"github.com/weirstream/weir/infra/launcher/process"
 	"github.com/weirstream/weir/infra/resources"
 	"github.com/weirstream/weir/infra/resources/resourcestest"
+	"github.com/weirstream/weir/internal/proctest"
 )
 
 // workerMode makes the test binary the workers' command: it picks the
@@ -110,14 +111,11 @@ var buildOnce = sync.OnceValue(func() error {
 		return err
 	}
 	bins.dir = dir
-	bins.controller = filepath.Join(dir, "weir-controller")
-	bins.simworker = filepath.Join(dir, "simworker")
-	args := append(append([]string{"build"}, buildFlags...), "-o", dir+string(filepath.Separator),
-		"github.com/weirstream/weir/cmd/weir-controller", "github.com/weirstream/weir/cmd/simworker")
-	out, err := exec.Command("go", args...).CombinedOutput()
+	built, err := proctest.Build(dir, "github.com/weirstream/weir/cmd/weir-controller", "github.com/weirstream/weir/cmd/simworker")
 	if err != nil {
-		return fmt.Errorf("go build: %w\n%s", err, out)
+		return err
 	}
+	bins.controller, bins.simworker = built[0], built[1]
 	return nil
 })
 
@@ -171,11 +169,11 @@ func (s *stack) cleanup() {
 	defer func() { t.Logf("processes of the stack ended in %s", time.Since(began).Round(time.Millisecond)) }()
 	for _, c := range s.ctls {
 		c.kill()
-		if strings.Contains(c.out.String(), "WARNING: DATA RACE") {
+		if strings.Contains(c.Out.String(), "WARNING: DATA RACE") {
 			t.Errorf("%s reported a data race", c.name)
 		}
 		if t.Failed() {
-			t.Logf("log of %s:\n%s", c.name, c.out.String())
+			t.Logf("log of %s:\n%s", c.name, c.Out.String())
 		}
 	}
 	l, err := process.New(process.Options{StateDir: s.stateDir, Logger: slog.New(slog.DiscardHandler)})
@@ -300,16 +298,11 @@ func (s *stack) startController(name string, o controllerOptions) *controller {
 	for _, k := range slices.Sorted(maps.Keys(s.env)) {
 		cmd.Env = append(cmd.Env, k+"="+s.env[k])
 	}
-	c := &controller{t: s.t, name: name, cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = c.out, c.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	p, err := proctest.Start(cmd)
+	if err != nil {
 		s.t.Fatal(err)
 	}
-	go func() {
-		c.err = cmd.Wait()
-		close(c.done)
-	}()
+	c := &controller{t: s.t, name: name, Process: p}
 	s.ctls = append(s.ctls, c)
 	c.addr = c.healthAddr()
 	return c
@@ -317,50 +310,19 @@ func (s *stack) startController(name string, o controllerOptions) *controller {
 
 // controller is one weir-controller process.
 type controller struct {
+	*proctest.Process
 	t    *testing.T
 	name string
-	cmd  *exec.Cmd
-	out  *lockedBuffer
 	addr string
-	done chan struct{}
-	err  error // set before done is closed
 }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func (c *controller) pid() int { return c.cmd.Process.Pid }
 
 // kill ends the controller's process group (not its workers, which run in
 // groups of their own) and waits for it.
-func (c *controller) kill() {
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	_ = syscall.Kill(-c.pid(), syscall.SIGCONT) // a stopped process dies only once continued
-	_ = syscall.Kill(-c.pid(), syscall.SIGKILL)
-	<-c.done
-}
+func (c *controller) kill() { c.Kill() }
 
 func (c *controller) signal(sig syscall.Signal) {
 	c.t.Helper()
-	if err := c.cmd.Process.Signal(sig); err != nil {
+	if err := c.Signal(sig); err != nil {
 		c.t.Fatalf("signal %s to %s: %v", sig, c.name, err)
 	}
 }
@@ -379,7 +341,7 @@ type logLine struct {
 
 func (c *controller) lines() []logLine {
 	var out []logLine
-	sc := bufio.NewScanner(strings.NewReader(c.out.String()))
+	sc := bufio.NewScanner(strings.NewReader(c.Out.String()))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var l logLine
@@ -396,8 +358,8 @@ func (c *controller) healthAddr() string {
 	var addr string
 	waitFor(c.t, 20*time.Second, c.name+" logs its start", func() (bool, string) {
 		select {
-		case <-c.done:
-			c.t.Fatalf("%s exited during start-up (%v):\n%s", c.name, c.err, c.out.String())
+		case <-c.Done():
+			c.t.Fatalf("%s exited during start-up (%v):\n%s", c.name, c.Err(), c.Out.String())
 		default:
 		}
 		for _, l := range c.lines() {
