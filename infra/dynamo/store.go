@@ -477,18 +477,13 @@ func (s *Store) ListCheckpoints(ctx context.Context, id job.ID) ([]job.Checkpoin
 	out := []job.Checkpoint{}
 	err := s.queryCheckpoints(ctx, id, checkpointKey(1<<63-1), nil, func(items []map[string]types.AttributeValue) error {
 		for _, item := range items {
-			if _, ok := item[attrEpoch]; !ok {
-				continue // the fence a claim left on a reserved epoch
-			}
-			var it checkpointItem
-			if err := unmarshal(item, &it); err != nil {
-				return fmt.Errorf("decode checkpoint item: %w", err)
-			}
-			cp, err := it.checkpoint()
+			cp, ok, err := checkpointOf(item)
 			if err != nil {
 				return err
 			}
-			out = append(out, cp)
+			if ok {
+				out = append(out, cp)
+			}
 		}
 		return nil
 	})
@@ -503,22 +498,11 @@ func (s *Store) MaxEpoch(ctx context.Context, id job.ID) (int64, error) {
 	if err := validID(id); err != nil {
 		return 0, err
 	}
-	proj := expression.NamesList(expression.Name(attrMaxEpoch))
-	expr, err := expression.NewBuilder().WithProjection(proj).Build()
-	if err != nil {
-		return 0, fmt.Errorf("build epoch projection: %w", err)
-	}
-	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:                &s.table,
-		Key:                      key(jobKey(id), skStatus),
-		ProjectionExpression:     expr.Projection(),
-		ExpressionAttributeNames: expr.Names(),
-		ConsistentRead:           aws.Bool(true),
-	})
+	item, err := s.statusAttr(ctx, id, attrMaxEpoch)
 	if err != nil {
 		return 0, fmt.Errorf("read epoch counter of job %s: %w", id, err)
 	}
-	e, _ := numberAttr(out.Item, attrMaxEpoch)
+	e, _ := numberAttr(item, attrMaxEpoch)
 	return e, nil
 }
 
@@ -654,14 +638,12 @@ func (s *Store) DeleteCheckpoints(ctx context.Context, f store.Fence, id job.ID,
 	return deleted, nil
 }
 
-// checkStatusFence fails with store.ErrFenced when the job's status item
-// was written or claimed under a fence above f: one strongly consistent
-// read of the fence alone.
-func (s *Store) checkStatusFence(ctx context.Context, f store.Fence, id job.ID) error {
-	proj := expression.NamesList(expression.Name(attrFence))
-	expr, err := expression.NewBuilder().WithProjection(proj).Build()
+// statusAttr reads one attribute of the job's status item, strongly
+// consistent (nil item: no status yet).
+func (s *Store) statusAttr(ctx context.Context, id job.ID, name string) (map[string]types.AttributeValue, error) {
+	expr, err := expression.NewBuilder().WithProjection(expression.NamesList(expression.Name(name))).Build()
 	if err != nil {
-		return fmt.Errorf("build fence projection: %w", err)
+		return nil, fmt.Errorf("build the projection of %s: %w", name, err)
 	}
 	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName:                &s.table,
@@ -671,9 +653,20 @@ func (s *Store) checkStatusFence(ctx context.Context, f store.Fence, id job.ID) 
 		ConsistentRead:           aws.Bool(true),
 	})
 	if err != nil {
+		return nil, err
+	}
+	return out.Item, nil
+}
+
+// checkStatusFence fails with store.ErrFenced when the job's status item
+// was written or claimed under a fence above f: one strongly consistent
+// read of the fence alone.
+func (s *Store) checkStatusFence(ctx context.Context, f store.Fence, id job.ID) error {
+	item, err := s.statusAttr(ctx, id, attrFence)
+	if err != nil {
 		return fmt.Errorf("read the fence of job %s: %w", id, err)
 	}
-	if cur := storedOf(out.Item); cur.fence > int64(f) {
+	if cur := storedOf(item); cur.fence > int64(f) {
 		return fencedError(fmt.Sprintf("status of job %s", id), f, cur)
 	}
 	return nil
@@ -851,4 +844,18 @@ func (s *Store) raiseFence(ctx context.Context, f store.Fence, id job.ID, sk, wh
 		return nil, fmt.Errorf("claim job %s: raise the fence of the %s: %w", id, what, err)
 	}
 	return attrs, nil
+}
+
+// checkpointOf decodes a checkpoint item; ok is false for the fence a
+// claim left on a reserved epoch, which is no checkpoint.
+func checkpointOf(item map[string]types.AttributeValue) (cp job.Checkpoint, ok bool, err error) {
+	if _, ok := item[attrEpoch]; !ok {
+		return job.Checkpoint{}, false, nil
+	}
+	var it checkpointItem
+	if err := unmarshal(item, &it); err != nil {
+		return job.Checkpoint{}, false, fmt.Errorf("decode checkpoint item: %w", err)
+	}
+	cp, err = it.checkpoint()
+	return cp, err == nil, err
 }

@@ -198,18 +198,13 @@ func (s *Store) readCheckpoints(ctx context.Context, js *store.JobState) error {
 				highest = e
 			}
 			mark.items = append(mark.items, itemMark{sk: sk, wtok: stringAttr(item, attrToken)})
-			if _, ok := item[attrEpoch]; !ok {
-				continue // the fence a claim left on a reserved epoch
-			}
-			var it checkpointItem
-			if err := unmarshal(item, &it); err != nil {
-				return fmt.Errorf("decode checkpoint item: %w", err)
-			}
-			cp, err := it.checkpoint()
+			cp, ok, err := checkpointOf(item)
 			if err != nil {
 				return err
 			}
-			js.Checkpoints = append(js.Checkpoints, cp)
+			if ok {
+				js.Checkpoints = append(js.Checkpoints, cp)
+			}
 		}
 		return nil
 	})
