@@ -468,6 +468,7 @@ func (m *Machine) move(ctx context.Context, tr Transition) {
 // and only this job's loop writes its status): the write is made again on
 // top of it.
 func (m *Machine) persist(ctx context.Context) error {
+	takeHealth(m.c)
 	st, err := m.c.Store.PutStatus(ctx, m.c.Fence, m.c.Status)
 	var ce *store.ConflictError
 	if errors.As(err, &ce) && ce.CurrentFence == m.c.Fence {
@@ -485,6 +486,20 @@ func (m *Machine) persist(ctx context.Context) error {
 	m.c.Status = st
 	m.c.dirty = false
 	return nil
+}
+
+// takeHealth refreshes the status's health summary from the current run:
+// every status write carries it, so it needs no write of its own. With no
+// run up nothing is processed (the rates are zero), and the last heartbeat
+// of the run that ended is kept: while a job recovers, its age is how long
+// the run has been without it.
+func takeHealth(c *Context) {
+	if c.Controller != nil {
+		c.Status.Health = c.Controller.Health()
+		return
+	}
+	c.Status.Health.RecordsInPerSec, c.Status.Health.RecordsOutPerSec = 0, 0
+	c.Status.Health.TakenAt = c.Now().UTC().Truncate(time.Millisecond)
 }
 
 func (m *Machine) lostOr(err error) error {

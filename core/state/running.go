@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/weirstream/weir/core/controller"
@@ -23,10 +24,35 @@ type Running struct {
 // interval — not after every checkpoint, which would double the job's
 // write cost for a figure the checkpoint records already hold.
 func syncEpochs(c *Context) {
+	if e := c.Controller.LastReadyEpoch(); e > c.Status.LastReadyEpoch {
+		c.Status.LastReadyAt = c.Now().UTC().Truncate(time.Millisecond)
+	}
 	c.Status.LastReadyEpoch, c.Status.MinEpoch = c.Controller.LastReadyEpoch(), c.Controller.MinEpoch()
 }
 
 func (*Running) Name() job.State { return job.Running }
+
+// healthMoved reports whether the stored health summary would mislead a
+// reader now: a worker heard from for the first time, a stored heartbeat
+// that reads (now - heartbeat_at, at read time) older than half the
+// heartbeat time-out while newer ones were heard, or a record rate that
+// changed by more than a tenth. Half the time-out: refreshed once per log
+// interval, a healthy job's heartbeat then never reads as timed out (60 s
+// since the write plus 20 s between heartbeats stays below the default
+// 100 s time-out).
+func healthMoved(stored, cur job.Health, now time.Time, timeout time.Duration) bool {
+	switch {
+	case stored.HeartbeatAt.IsZero() != cur.HeartbeatAt.IsZero():
+		return true
+	case !cur.HeartbeatAt.IsZero() && now.Sub(stored.HeartbeatAt) > timeout/2 && cur.HeartbeatAt.After(stored.HeartbeatAt):
+		return true
+	}
+	return rateMoved(stored.RecordsInPerSec, cur.RecordsInPerSec) || rateMoved(stored.RecordsOutPerSec, cur.RecordsOutPerSec)
+}
+
+func rateMoved(a, b float64) bool {
+	return math.Abs(a-b) > 0.1*max(math.Abs(a), math.Abs(b))
+}
 
 func (r *Running) Enter(_ context.Context, c *Context) (Transition, error) {
 	r.lastLog = c.Now()
@@ -79,7 +105,10 @@ func (r *Running) Tick(ctx context.Context, c *Context) (Transition, error) {
 	syncEpochs(c)
 	if now.Sub(r.lastLog) >= c.Settings.LogInterval {
 		r.lastLog = now
-		if c.Status.LastReadyEpoch != r.loggedEpoch {
+		// At most one status write per log interval, and only when an
+		// operator would read something else: a new ready epoch, or a
+		// health summary that moved (see healthMoved).
+		if c.Status.LastReadyEpoch != r.loggedEpoch || healthMoved(c.Status.Health, c.Controller.Health(), now, c.Settings.HeartbeatTimeout) {
 			r.loggedEpoch = c.Status.LastReadyEpoch
 			c.MarkDirty()
 		}
