@@ -135,9 +135,19 @@ func (s *Service) Get(ctx context.Context, id job.ID) (View, error) {
 	return v, nil
 }
 
-// List returns a page of configs and the token of the next page.
-func (s *Service) List(ctx context.Context, after job.ID, limit int) ([]job.Config, job.ID, error) {
-	return s.store.ListConfigs(ctx, after, limit)
+// List returns a page of jobs, each with its status but without
+// checkpoints, and the token of the next page: one store read per page,
+// however many jobs it holds.
+func (s *Service) List(ctx context.Context, after job.ID, limit int) ([]View, job.ID, error) {
+	listed, next, err := s.store.ListJobs(ctx, after, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]View, len(listed))
+	for i, l := range listed {
+		out[i] = View{Config: l.Config, Status: l.Status}
+	}
+	return out, next, nil
 }
 
 // Change is a set of changes to a job's config; nil fields stay as they are.
