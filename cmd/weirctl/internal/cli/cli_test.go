@@ -87,7 +87,7 @@ func (h *harness) running() {
 	t0 := h.now.Add(-20 * time.Second)
 	h.api.setStatus("demo", client.Status{State: "Running", RunID: 2, Restarts: 1, TransitionedAt: t0, ConfigVersion: 1,
 		LastReadyEpoch: 3, LastReadyAt: t0.Add(4200 * time.Millisecond),
-		LastError:      &client.Failure{Domain: "internal", Message: "worker w-1 timed out", At: t0.Add(-30 * time.Second)},
+		LastError: &client.Failure{Domain: "internal", Message: "worker w-1 timed out", At: t0.Add(-30 * time.Second)},
 		Health: &client.Health{HeartbeatAt: h.now.Add(-7 * time.Second), RecordsInPerSec: 1520.5, RecordsOutPerSec: 1480,
 			TakenAt: h.now.Add(-3 * time.Second)}},
 		client.Checkpoint{Epoch: 1, State: "ready", StartedAt: t0, FinishedAt: t0.Add(100 * time.Millisecond)},
