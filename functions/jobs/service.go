@@ -132,7 +132,29 @@ func (s *Service) Get(ctx context.Context, id job.ID) (View, error) {
 		cps = cps[len(cps)-RecentCheckpoints:]
 	}
 	v.Checkpoints = cps
+	if v.Status != nil {
+		newestReady(v.Status, cps)
+	}
 	return v, nil
+}
+
+// newestReady brings the status's last ready epoch up to the newest ready
+// checkpoint read with it. The controller persists the epoch with its
+// next status write (at most once a minute while a job runs, not after
+// every checkpoint, which would double a job's write cost); the checkpoint
+// records are written as each epoch becomes ready, and a single-job read
+// has them at no extra cost.
+func newestReady(st *job.Status, cps []job.Checkpoint) {
+	for i := len(cps) - 1; i >= 0; i-- {
+		cp := cps[i]
+		if cp.State != job.CheckpointReady {
+			continue
+		}
+		if cp.Epoch > st.LastReadyEpoch {
+			st.LastReadyEpoch, st.LastReadyAt = cp.Epoch, cp.FinishedAt
+		}
+		return
+	}
 }
 
 // List returns a page of jobs, each with its status but without
