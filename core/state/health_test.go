@@ -67,6 +67,12 @@ func TestHealthSummaryIsWrittenWithTheStatus(t *testing.T) {
 	var records [16]uint64
 	var lastOfSilent time.Time
 	for i := 1; i <= 12; i++ {
+		if i == 3 {
+			// 10 s in: the run's first summary with rates was written.
+			if first := h.stored(); first.Version != entered.Version+1 || first.Health.RecordsInPerSec == 0 || !first.Health.TakenAt.Equal(t0.Add(10*time.Second)) {
+				t.Fatalf("10 s into Running the stored summary is %+v (version %d), want one with rates taken at %s", first.Health, first.Version, t0.Add(10*time.Second))
+			}
+		}
 		h.advance(5 * time.Second)
 		for k, w := range ws {
 			if k == len(ws)-1 && i > 4 {
@@ -79,10 +85,11 @@ func TestHealthSummaryIsWrittenWithTheStatus(t *testing.T) {
 			}
 		}
 	}
-	// 60 s in Running: the log interval's write took the summary.
+	// 60 s in Running: the run's first summary (10 s in, once rates are
+	// known) and the log interval's write took the summary.
 	st := h.stored()
-	if st.Version != entered.Version+1 {
-		t.Fatalf("status written %d times in the first minute, want once", st.Version-entered.Version)
+	if st.Version != entered.Version+2 {
+		t.Fatalf("status written %d times in the first minute, want twice", st.Version-entered.Version)
 	}
 	hl := st.Health
 	if !hl.HeartbeatAt.Equal(lastOfSilent) {
@@ -122,11 +129,12 @@ func TestHealthRefreshIsBoundedToOnePerLogInterval(t *testing.T) {
 			h.beat(w, n)
 		}
 	}
+	// One a minute, plus the run's first summary 10 s in.
 	writes := h.stored().Version - entered.Version
-	if writes > 10 {
-		t.Errorf("%d status writes in ten minutes, want at most one a minute", writes)
+	if writes > 11 {
+		t.Errorf("%d status writes in ten minutes, want at most one a minute and the first summary", writes)
 	}
-	if writes < 9 {
+	if writes < 10 {
 		t.Errorf("%d status writes in ten minutes: the stored heartbeat was left to look older than the time-out", writes)
 	}
 

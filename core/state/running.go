@@ -17,7 +17,15 @@ type Running struct {
 	lastLog time.Time
 	// loggedEpoch is the last ready epoch persisted by the periodic log step.
 	loggedEpoch int64
+	// firstHealth is when the run's first health summary is due: the one
+	// written on entry has no rates yet, and waiting a whole log interval
+	// would show a busy job as idle for a minute. Zero once done.
+	firstHealth time.Time
 }
+
+// firstHealthAfter is how long into Running the first summary is checked:
+// the metrics have aggregated rates by then (every 2 s by default).
+const firstHealthAfter = 10 * time.Second
 
 // syncEpochs copies the controller's checkpoint progress into the status.
 // It is persisted with the next status write, and at least every log
@@ -57,6 +65,7 @@ func rateMoved(a, b float64) bool {
 func (r *Running) Enter(_ context.Context, c *Context) (Transition, error) {
 	r.lastLog = c.Now()
 	r.loggedEpoch = c.Status.LastReadyEpoch
+	r.firstHealth = c.Now().Add(min(firstHealthAfter, c.Settings.LogInterval))
 	return stay()
 }
 
@@ -103,6 +112,12 @@ func (r *Running) Tick(ctx context.Context, c *Context) (Transition, error) {
 		c.MarkDirty()
 	}
 	syncEpochs(c)
+	if !r.firstHealth.IsZero() && !now.Before(r.firstHealth) {
+		r.firstHealth = time.Time{}
+		if healthMoved(c.Status.Health, c.Controller.Health(), now, c.Settings.HeartbeatTimeout) {
+			c.MarkDirty()
+		}
+	}
 	if now.Sub(r.lastLog) >= c.Settings.LogInterval {
 		r.lastLog = now
 		// At most one status write per log interval, and only when an
