@@ -34,8 +34,8 @@ type apiStub struct {
 }
 
 type stubRequest struct {
-	Method, Path, IfMatch, Auth string
-	Body                        map[string]any
+	Method, Path, Query, IfMatch, Auth string
+	Body                               map[string]any
 }
 
 func newAPIStub() *apiStub {
@@ -52,7 +52,7 @@ func (s *apiStub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil {
 		_ = json.NewDecoder(r.Body).Decode(&body)
 	}
-	s.requests = append(s.requests, stubRequest{Method: r.Method, Path: r.URL.Path, IfMatch: r.Header.Get("If-Match"), Auth: r.Header.Get("Authorization"), Body: body})
+	s.requests = append(s.requests, stubRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, IfMatch: r.Header.Get("If-Match"), Auth: r.Header.Get("Authorization"), Body: body})
 	if s.fail != 0 {
 		problem(w, s.fail, "Internal error", "the request failed inside weir and was logged")
 		return

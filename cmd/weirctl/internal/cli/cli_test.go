@@ -289,11 +289,24 @@ func TestListAndWatchMakeOneRequestPerPage(t *testing.T) {
 		t.Errorf("the last page's job = %v", last)
 	}
 
-	before = gets()
-	h.expect(h.run("watch", "--interval", "100ms", "--for", "350ms", "-o", "json"), ExitOK)
-	n := gets() - before
-	if n < 2 || n%2 != 0 || n > 10 {
-		t.Errorf("watching 130 jobs made %d requests, want 2 per poll", n)
+	// Each poll of the watch reads the first page, then the second.
+	seen := len(h.api.sent())
+	h.expect(h.run("watch", "--interval", "200ms", "--for", "2s", "-o", "json"), ExitOK)
+	var firsts, seconds int
+	for _, r := range h.api.sent()[seen:] {
+		switch {
+		case r.Method != "GET" || r.Path != "/jobs":
+			t.Errorf("watch made %s %s: one request per job", r.Method, r.Path)
+		case strings.Contains(r.Query, "page_token=job-099"):
+			seconds++
+		case !strings.Contains(r.Query, "page_token"):
+			firsts++
+		default:
+			t.Errorf("watch asked for page %q", r.Query)
+		}
+	}
+	if firsts == 0 || seconds < firsts-1 || seconds > firsts {
+		t.Errorf("watch read the first page %d times and the second %d times, want both once per poll", firsts, seconds)
 	}
 }
 
