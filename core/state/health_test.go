@@ -229,6 +229,18 @@ func TestHealthAfterAWorkerTimedOut(t *testing.T) {
 	}
 }
 
+func TestHealthOfAStoppedJob(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.start()
+	h.bringUp()
+	h.update(func(c *job.Config) { c.Stop = job.StopImmediate })
+	h.advanceUntil(job.Stopped, 5*time.Minute)
+	st := h.stored()
+	if !st.Health.HeartbeatAt.IsZero() || st.Health.RecordsInPerSec != 0 || !st.Health.TakenAt.Equal(st.TransitionedAt) {
+		t.Errorf("a stopped job's health = %+v, want no heartbeat and no rates, taken when it stopped (%s)", st.Health, st.TransitionedAt)
+	}
+}
+
 func TestLastReadyAtIsWhenTheEpochBecameReady(t *testing.T) {
 	h := newHarness(t, testConfig())
 	h.start()

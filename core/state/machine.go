@@ -491,15 +491,20 @@ func (m *Machine) persist(ctx context.Context) error {
 // takeHealth refreshes the status's health summary from the current run:
 // every status write carries it, so it needs no write of its own. With no
 // run up nothing is processed (the rates are zero), and the last heartbeat
-// of the run that ended is kept: while a job recovers, its age is how long
-// the run has been without it.
+// of the run that ended is kept while the job is still meant to run: while
+// it recovers, its age is how long the job has been without it. A job at
+// rest has no heartbeat to watch.
 func takeHealth(c *Context) {
 	if c.Controller != nil {
 		c.Status.Health = c.Controller.Health()
 		return
 	}
-	c.Status.Health.RecordsInPerSec, c.Status.Health.RecordsOutPerSec = 0, 0
-	c.Status.Health.TakenAt = c.Now().UTC().Truncate(time.Millisecond)
+	h := &c.Status.Health
+	h.RecordsInPerSec, h.RecordsOutPerSec = 0, 0
+	h.TakenAt = c.Now().UTC().Truncate(time.Millisecond)
+	if c.Status.State.Terminal() {
+		h.HeartbeatAt = time.Time{}
+	}
 }
 
 func (m *Machine) lostOr(err error) error {
