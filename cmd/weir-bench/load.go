@@ -21,6 +21,7 @@ import (
 	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/manager"
 	"github.com/weirstream/weir/core/protocol"
+	"github.com/weirstream/weir/core/state"
 	"github.com/weirstream/weir/core/store"
 	"github.com/weirstream/weir/core/store/memstore"
 )
@@ -288,8 +289,8 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	res.TickLateP99Ms, res.TickLateMaxMs, res.Ticks = ticks.quantileMs(0.99), ticks.maxMs(), ticks.count()
 	res.ProbeLateP99Ms, res.ProbeLateMaxMs = probe.quantileMs(0.99), probe.maxMs()
 	res.TicksPerSecond = float64(res.Ticks) / secs
-	res.TicksPerSecondExpected = float64(o.jobs) * float64(time.Second/controller.DefaultSettings().ProgressInterval)
 	res.MessagesPerSecondExpected = expectedMessages(o.jobs, o.checkpoint)
+	res.TicksPerSecondExpected = expectedTicks(o.jobs, o.checkpoint)
 	res.LoadAverage = loadAverage()
 	res.FailToRecoveringP50Ms, res.FailToRecoveringP99Ms = recov.quantileMs(0.5), recov.quantileMs(0.99)
 	res.Failures = int(recov.count())
@@ -408,6 +409,16 @@ func injectFailures(ctx context.Context, sim *Sim, ids []job.ID, rate float64) {
 
 var _ inbox.Inbox = (*meminbox.Inbox)(nil)
 var _ store.Store = (*slowStore)(nil)
+
+// expectedTicks estimates the ticks per second of jobs that checkpoint
+// every checkpoint: a quiet job ticks once per state.IdleTicks progress
+// intervals, and each checkpoint adds about one (its reports all in; its
+// start falls on a tick of its own time).
+func expectedTicks(jobs int, checkpoint time.Duration) float64 {
+	interval := controller.DefaultSettings().ProgressInterval.Seconds()
+	perJob := 1/(state.IdleTicks*interval) + 1/checkpoint.Seconds()
+	return float64(jobs) * min(perJob, 1/interval)
+}
 
 // project splits the controller's CPU into ticks and messages and scales
 // each to the expected rate: what the full load would take on a machine

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/weirstream/weir/core/job"
@@ -333,6 +334,9 @@ func (c *JobController) finishCheckpoint(ctx context.Context) (CheckpointOutcome
 	c.failures = 0
 	c.endedAny, c.lastEnd = true, c.now()
 	cp.active = false
+	// Written to the record; the next checkpoint starts afresh.
+	clear(cp.meta)
+	cp.committed = nil
 	c.tel.CheckpointFinished(c.jobID, cp.epoch, took, true)
 	c.log.Info("checkpoint ready", "epoch", cp.epoch, "took", took.String(), "replayed_commit", cp.replay)
 	return CheckpointOutcome{Kind: Completed, Epoch: cp.epoch, ThenStop: cp.thenStop}, nil
@@ -378,6 +382,7 @@ func (c *JobController) failCheckpoint(ctx context.Context) (CheckpointOutcome, 
 	c.failures++
 	c.endedAny, c.lastEnd = true, c.now()
 	cp.active = false
+	clear(cp.meta) // written to the record
 	c.tel.CheckpointFinished(c.jobID, cp.epoch, took, false)
 	c.log.Warn("checkpoint failed", "epoch", cp.epoch, "reason", reason,
 		"consecutive_failures", c.failures, "tolerated", c.settings.TolerableCheckpointFailures)
@@ -427,7 +432,8 @@ func (c *JobController) checkpointReported(t int32, epoch, bytes int64, metadata
 		if cp.meta[oi] == nil {
 			cp.meta[oi] = make(map[int]string, c.ops[oi].parallelism)
 		}
-		cp.meta[oi][s] = metadata
+		// A copy: the decoded envelope's strings share its whole body.
+		cp.meta[oi][s] = strings.Clone(metadata)
 	}
 	if cp.counts[oi] == c.ops[oi].parallelism {
 		cp.opsDone++

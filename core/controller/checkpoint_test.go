@@ -411,3 +411,22 @@ func (f *failingCommands) PutCommands(ctx context.Context, fe store.Fence, c job
 	}
 	return f.Store.PutCommands(ctx, fe, c)
 }
+
+// A finished checkpoint lets go of its subtasks' metadata: it is in the
+// record, and a job between checkpoints should hold none of it.
+func TestFinishedCheckpointLetsGoOfItsMetadata(t *testing.T) {
+	h := newHarness(t, false)
+	h.running()
+	if err := h.c.StartCheckpoint(h.ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	h.reportAll(h.c.cp.epoch)
+	if out, err := h.c.AdvanceCheckpoint(h.ctx); err != nil || out.Kind != Completed {
+		t.Fatalf("AdvanceCheckpoint = %+v, %v", out, err)
+	}
+	for i, m := range h.c.cp.meta {
+		if m != nil {
+			t.Errorf("operator %d's metadata still held after the checkpoint: %v", i, m)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/protocol"
@@ -296,9 +297,10 @@ func (c *JobController) taskFailed(w *worker, t int32, op string, subtask int, m
 	c.log.Error("task failed", "worker", w.id, "operator", op, "subtask", subtask,
 		"domain", string(domain), "retry", string(retry), "error", msg)
 	if c.failure == nil {
+		// Copies: the decoded envelope's strings share its whole body.
 		c.failure = &TaskFailure{
-			WorkerID: w.id, Operator: op, Subtask: subtask,
-			Message: msg, Domain: domain, Retry: retry,
+			WorkerID: w.id, Operator: strings.Clone(op), Subtask: subtask,
+			Message: strings.Clone(msg), Domain: job.ErrorDomain(strings.Clone(string(domain))), Retry: retry,
 		}
 	}
 }

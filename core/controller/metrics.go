@@ -37,12 +37,23 @@ type metrics struct {
 func (c *JobController) initMetrics() {
 	c.perTask = make([]taskMetrics, len(c.tasks))
 	c.metricsDue = true
-	// One sample per interval across the window, plus both ends.
+	// One sample per step across the window, plus both ends.
 	n := 2
-	if c.settings.MetricsInterval > 0 {
-		n += int(c.settings.MetricsWindow / c.settings.MetricsInterval)
+	if step := c.sampleStep(); step > 0 {
+		n += int(c.settings.MetricsWindow / step)
 	}
 	c.samples = make([]sample, min(n, 4096))
+}
+
+// samplesPerWindow bounds the samples kept for rates. A rate's base is then
+// at most a 32nd of the window younger than the window: at the defaults (a
+// 5 minute window, metrics every 2 s) 34 samples instead of 152, 4.7 KB
+// less per job.
+const samplesPerWindow = 32
+
+// sampleStep is the least time between two kept samples.
+func (c *JobController) sampleStep() time.Duration {
+	return max(c.settings.MetricsInterval, c.settings.MetricsWindow/samplesPerWindow)
 }
 
 func (c *JobController) applyMetrics(t int32, recordsIn, recordsOut, bytesIn, bytesOut uint64, backpressure float64, watermarkMs int64) {
@@ -93,7 +104,9 @@ func (c *JobController) aggregate(now time.Duration) telemetry.JobMetrics {
 	}
 
 	cur := sample{at: now, in: m.RecordsIn, out: m.RecordsOut, bytesIn: m.BytesIn, bytesOut: m.BytesOut}
-	c.pushSample(cur)
+	if newest := (c.head + c.size - 1) % len(c.samples); c.size == 0 || cur.at-c.samples[newest].at >= c.sampleStep() {
+		c.pushSample(cur)
+	}
 	// The oldest sample still inside the window is the rate's base.
 	for c.size > 1 && now-c.samples[c.head].at > c.settings.MetricsWindow {
 		c.head = (c.head + 1) % len(c.samples)

@@ -85,3 +85,29 @@ func TestRateOfACounterThatWentBack(t *testing.T) {
 		t.Errorf("rate = %v, want 50", r)
 	}
 }
+
+// Over a long window the ring keeps one sample per 32nd of it, and a
+// steady rate still reads true.
+func TestRatesOverALongWindowKeepFewSamples(t *testing.T) {
+	h := newHarness(t, false, withSettings(func(s *Settings) {
+		s.MetricsInterval = 2 * time.Second
+		s.MetricsWindow = 5 * time.Minute
+		s.CheckpointTimeout = time.Hour // the first one stays in flight
+	}))
+	if n := len(h.c.samples); n != 2+samplesPerWindow {
+		t.Fatalf("%d samples kept, want %d", n, 2+samplesPerWindow)
+	}
+	h.running()
+	for i := range 400 { // 800 s at 10 records a second
+		if err := h.c.HandleMessage(h.envelope("w-0", &protocol.Heartbeat{Metrics: []protocol.TaskMetrics{
+			{Operator: "src", Subtask: 0, RecordsIn: uint64(20 * i)}}})); err != nil {
+			t.Fatal(err)
+		}
+		h.expectContinue()
+		h.advance(2 * time.Second)
+	}
+	got := h.rec.metricCalls()
+	if r := got[len(got)-1].RecordsInRate; r != 10 {
+		t.Fatalf("rate = %v, want 10", r)
+	}
+}

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/protocol"
@@ -90,4 +91,42 @@ func (c *JobController) Progress(ctx context.Context) (Progress, error) {
 
 	c.metricsStep(now)
 	return Progress{Kind: Continue}, nil
+}
+
+// Quiet is how long from now Progress has nothing to do that time alone
+// brings on: the next checkpoint (or the time-out of the one in flight),
+// metrics export or worker heartbeat time-out. It is zero whenever
+// something is already due: a checkpoint's commands or record to write, a
+// cleanup in the background to collect, a failure or finished sources to
+// report. What a worker message brings on is not counted: the job's loop
+// ticks soon after each.
+func (c *JobController) Quiet() time.Duration {
+	if !c.anchored || c.cleaning || c.cleanupDue() || c.metricsDue || c.failure != nil ||
+		(c.sources > 0 && c.sourcesFinished == c.sources) {
+		return 0
+	}
+	now := c.now()
+	var due time.Duration
+	switch cp := &c.cp; {
+	case !cp.active:
+		due = c.lastStart + c.interval
+		if !c.startedAny {
+			due = c.anchor + time.Duration(c.jitter*float64(c.interval))
+		}
+		if c.endedAny {
+			due = max(due, c.lastEnd+c.settings.MinCheckpointPause)
+		}
+	case c.cmdsDirty || (!cp.committing && cp.opsDone == len(c.ops)) || (cp.committing && cp.acks >= c.commitSubtasks):
+		return 0
+	default:
+		// Waiting for the subtasks' reports, which come as messages.
+		due = cp.startedAt + cp.timeout + 1
+	}
+	due = min(due, c.nextMetrics)
+	for i := range c.workers {
+		if w := &c.workers[i]; w.heard {
+			due = min(due, w.lastSeen+c.settings.HeartbeatTimeout)
+		}
+	}
+	return max(due-now, 0)
 }

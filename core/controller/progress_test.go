@@ -102,3 +102,68 @@ func TestProgressKindStrings(t *testing.T) {
 		}
 	}
 }
+
+// Quiet names the nearest of the next metrics export, the next checkpoint
+// and the first heartbeat time-out, and is zero while something is due.
+func TestQuietNamesTheNextDeadline(t *testing.T) {
+	h := newHarness(t, false, withSettings(func(s *Settings) { s.HeartbeatTimeout = 90 * time.Second }))
+	if q := h.c.Quiet(); q != 0 {
+		t.Fatalf("Quiet = %s before the first Progress, want 0", q)
+	}
+	h.send("w-0", protocol.Event{Kind: protocol.WorkerRegistered})
+	if q := h.c.Quiet(); q != 0 {
+		t.Fatalf("Quiet = %s before the first metrics export, want 0", q)
+	}
+	h.expectContinue()
+	// Metrics every 2 s; the first checkpoint at half its 10 s interval
+	// (the harness's jitter); the time-out in 90 s.
+	if q := h.c.Quiet(); q != 2*time.Second {
+		t.Fatalf("Quiet = %s, want the 2 s to the next metrics export", q)
+	}
+	h.advance(2 * time.Second)
+	h.expectContinue()
+	h.advance(2 * time.Second)
+	h.expectContinue()
+	if q := h.c.Quiet(); q != time.Second {
+		t.Fatalf("Quiet = %s, want the 1 s to the first checkpoint", q)
+	}
+	h.advance(500 * time.Millisecond)
+	if q := h.c.Quiet(); q != 500*time.Millisecond {
+		t.Fatalf("Quiet = %s, want what is left of it", q)
+	}
+	h.advance(time.Second)
+	if q := h.c.Quiet(); q != 0 {
+		t.Fatalf("Quiet = %s past the checkpoint's time, want 0", q)
+	}
+}
+
+func TestQuietUntilTheHeartbeatTimeOut(t *testing.T) {
+	h := newHarness(t, false, withSettings(func(s *Settings) {
+		s.HeartbeatTimeout = 3 * time.Second
+		s.MetricsInterval = time.Minute
+	}))
+	h.send("w-0", protocol.Event{Kind: protocol.WorkerRegistered})
+	h.expectContinue()
+	h.advance(time.Second)
+	if q := h.c.Quiet(); q != 2*time.Second {
+		t.Fatalf("Quiet = %s, want the 2 s left of w-0's heartbeat time-out", q)
+	}
+}
+
+// While a checkpoint waits for the subtasks' reports only its time-out is
+// due; once they are all in, finishing it is due at once.
+func TestQuietWhileACheckpointIsInFlight(t *testing.T) {
+	h := newHarness(t, false, withSettings(func(s *Settings) { s.MetricsInterval = time.Hour }))
+	h.running()
+	h.expectContinue()
+	if err := h.c.StartCheckpoint(h.ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if q, want := h.c.Quiet(), h.set.FinalCheckpointTimeout+1; q != want {
+		t.Fatalf("Quiet = %s while waiting for reports, want the %s to the checkpoint's time-out", q, want)
+	}
+	h.reportAll(h.c.cp.epoch)
+	if q := h.c.Quiet(); q != 0 {
+		t.Fatalf("Quiet = %s with every report in, want 0", q)
+	}
+}

@@ -1,21 +1,34 @@
 package job
 
-import (
-	"fmt"
-	"regexp"
-)
+import "fmt"
 
 // ID names a job. It is chosen by the operator and is stable for the job's life.
 type ID string
 
-var idPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
-
-// Validate reports whether id is usable as a job name.
+// Validate reports whether id is usable as a job name: 1 to 128 of
+// [a-zA-Z0-9_.-], starting with a letter or digit. (Checked by hand, not by
+// a regular expression: every worker message's job id is checked.)
 func (id ID) Validate() error {
-	if !idPattern.MatchString(string(id)) {
+	if !validID(string(id)) {
 		return fmt.Errorf("job id %q is invalid: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", string(id))
 	}
 	return nil
+}
+
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Operator is one node of the pipeline graph.

@@ -1,8 +1,13 @@
 package protocol
 
 import (
+	"bytes"
 	"fmt"
+	"sync"
 	"testing"
+
+	"github.com/go-json-experiment/json/jsontext"
+	"github.com/valyala/fastjson"
 )
 
 // heartbeatEnvelope is a routine v2 heartbeat of a worker running n
@@ -54,6 +59,62 @@ func BenchmarkDecodeHeartbeat(b *testing.B) {
 	}
 }
 
+// BenchmarkDecoders measures the candidates side by side on the same v2
+// heartbeat, on one core and on all: the encoding/json decoder Decode
+// replaced; Decode (one hand-written pass); and, as lower bounds of
+// decoders built on them, jsontext (encoding/json/v2's tokenizer) and
+// fastjson only checking or parsing the body, before any field is filled
+// or checked. A first version of Decode walked jsontext-checked bytes: the
+// check alone cost most of the budget.
+func BenchmarkDecoders(b *testing.B) {
+	body := mustEncode(b, heartbeatEnvelope(8))
+	var pool fastjson.ParserPool
+	for _, c := range []struct {
+		name   string
+		decode func([]byte) error
+	}{
+		{"encoding-json", func(d []byte) error { _, err := decodeReference(d); return err }},
+		{"decode", func(d []byte) error { _, err := Decode(d); return err }},
+		{"jsontext-syntax-only", func(d []byte) error {
+			dec := jsontextDecoders.Get().(*jsontext.Decoder)
+			defer jsontextDecoders.Put(dec)
+			dec.Reset(bytes.NewReader(d), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+			_, err := dec.ReadValue()
+			return err
+		}},
+		{"fastjson-parse-only", func(d []byte) error {
+			p := pool.Get()
+			_, err := p.ParseBytes(d)
+			pool.Put(p)
+			return err
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.decode(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(c.name+"/parallel", func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := c.decode(body); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+var jsontextDecoders = sync.Pool{New: func() any { return new(jsontext.Decoder) }}
+
 func BenchmarkEncodeHeartbeat(b *testing.B) {
 	env := heartbeatEnvelope(8)
 	b.ReportAllocs()
@@ -62,4 +123,25 @@ func BenchmarkEncodeHeartbeat(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func BenchmarkDecodeParts(b *testing.B) {
+	body := mustEncode(b, heartbeatEnvelope(8))
+	env, _ := Decode(body)
+	b.Run("walk", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeJSON(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("validate", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := env.Validate(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

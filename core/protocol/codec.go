@@ -21,20 +21,42 @@ func Decode(data []byte) (*Envelope, error) {
 	if len(data) > MaxEnvelopeBytes {
 		return nil, fieldErr("", "envelope is %d bytes, more than the %d allowed: split the news over several envelopes", len(data), MaxEnvelopeBytes)
 	}
-	var env Envelope
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&env); err != nil {
-		return nil, decodeError(data, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fieldErr("", "envelope is followed by more data at byte %d: send exactly one JSON object per message", dec.InputOffset())
+	env, err := decodeJSON(data)
+	if err != nil {
+		return nil, explain(data, err)
 	}
 	env.normalize()
 	if err := env.Validate(); err != nil {
 		return nil, err
 	}
-	return &env, nil
+	return env, nil
+}
+
+// explain says why decodeJSON refused data (err): it decodes data again
+// with encoding/json, which the walk matches, and words the first error as
+// it always has been. Only a field named twice, which encoding/json let
+// through, is reported as the walk found it (or as a version mismatch, if
+// the envelope names another version).
+func explain(data []byte, err error) error {
+	var env Envelope
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&env); err != nil {
+		return decodeError(data, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fieldErr("", "envelope is followed by more data at byte %d: send exactly one JSON object per message", dec.InputOffset())
+	}
+	if env.V != 0 && env.V != V1 && env.V != V2 {
+		if verr := env.Validate(); verr != nil {
+			return verr
+		}
+	}
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return fe
+	}
+	return fieldErr("", "envelope cannot be read: %v", err)
 }
 
 // normalize makes equal envelopes compare equal however they were spelled:

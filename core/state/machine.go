@@ -276,6 +276,27 @@ func (m *Machine) Message(ctx context.Context, env *protocol.Envelope) error {
 	return m.lost
 }
 
+// quieter is a state that can tell when its periodic work is next due on
+// time alone (see Machine.QuietUntil).
+type quieter interface {
+	QuietUntil(c *Context, now time.Time) time.Time
+}
+
+// QuietUntil is when a tick next has something to do if no message or
+// config arrives first: now while an entry, a move or a failed step is
+// being retried, or for a state that cannot tell; else what the state
+// says. The Runner lets ticks before it lapse.
+func (m *Machine) QuietUntil(now time.Time) time.Time {
+	if m.lost != nil || m.pending != nil || m.entering || m.deferred || m.failures > 0 || m.c.dirty {
+		return now
+	}
+	q, ok := m.cur.(quieter)
+	if !ok {
+		return now
+	}
+	return q.QuietUntil(m.c, now)
+}
+
 // Tick runs the current state's periodic work, or the pending retry once
 // its back-off has passed.
 func (m *Machine) Tick(ctx context.Context) error {

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -98,9 +99,14 @@ func TestRunnerTickHoldsUnderMessageFlood(t *testing.T) {
 	}
 	elapsed := rh.clk.Now().Sub(start)
 	ticks := rh.r.Ticks() - ticksBefore
-	want := int(elapsed / (200 * time.Millisecond))
+	// Plain heartbeats bring nothing on: the quiet job ticks once per
+	// IdleTicks intervals, flood or not.
+	want := int(elapsed / (IdleTicks * 200 * time.Millisecond))
 	if ticks < want-1 {
 		t.Fatalf("%d ticks in %s of message flood, want about %d: the flood delayed the tick", ticks, elapsed, want)
+	}
+	if ticks > want+2 {
+		t.Fatalf("%d ticks in %s of message flood, want about %d: plain heartbeats brought ticks on", ticks, elapsed, want)
 	}
 	if got := rh.r.State(); got != job.Running {
 		t.Fatalf("state = %s before the TTL, want Running", got)
@@ -226,5 +232,89 @@ func TestRunnerBacksOffAFailingPark(t *testing.T) {
 	// Back-off from 500 ms doubling: about 5 tries in 10 s, never 50.
 	if calls < 2 || calls > 8 {
 		t.Fatalf("%d park attempts in 10 s, want a handful (back-off)", calls)
+	}
+}
+
+// settle waits until the runner sleeps on a timer in the future with its
+// mailbox empty: it has done all that the clock's time brought on.
+func (rh *runnerHarness) settle() {
+	rh.t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if at, ok := rh.clk.NextDeadline(); ok && at.After(rh.clk.Now()) && rh.mb.Len() == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			rh.t.Fatal("the runner never went back to sleep")
+		}
+		runtime.Gosched()
+	}
+}
+
+// quietConfig is testConfig with no checkpoint due for an hour.
+func quietConfig() job.Config {
+	cfg := testConfig()
+	cfg.CheckpointInterval = time.Hour
+	return cfg
+}
+
+// A running job with nothing due lets ticks lapse: it ticks once per
+// IdleTicks intervals, not once per interval.
+func TestRunnerLetsTicksLapseWhileQuiet(t *testing.T) {
+	rh := startRunner(t, quietConfig())
+	rh.bringUp()
+	rh.settle()
+	before := rh.r.Ticks()
+	for range 50 { // 10 s
+		rh.clk.Advance(200 * time.Millisecond)
+		rh.settle()
+	}
+	ticks := rh.r.Ticks() - before
+	if ticks < 9 || ticks > 12 {
+		t.Fatalf("%d ticks in 10 s of quiet, want about 10 (one per %d intervals)", ticks, IdleTicks)
+	}
+	if got := rh.r.State(); got != job.Running {
+		t.Fatalf("state = %s, want Running", got)
+	}
+}
+
+// A message that brings something on is acted on at once, even when the
+// job's loop was letting ticks lapse.
+func TestRunnerActsOnAMessageAtOnceWhileQuiet(t *testing.T) {
+	rh := startRunner(t, quietConfig())
+	rh.bringUp()
+	rh.settle()
+	for range 3 { // past the next grid point, before the idle tick
+		rh.clk.Advance(200 * time.Millisecond)
+		rh.settle()
+	}
+	before := rh.r.Ticks()
+	rh.deliver(rh.envelope("w-0", protocol.Event{Kind: protocol.TaskFailed, Operator: "source", Subtask: 0,
+		Error: "boom", Domain: job.DomainExternal, Retry: protocol.RetryBackoff}))
+	rh.sync() // the loop pass that took the failure has ended
+	if rh.r.Ticks() == before {
+		t.Fatal("no tick after the failure: it waits for the idle tick")
+	}
+	if got := rh.r.State(); got == job.Running {
+		t.Fatalf("state = %s right after a task failure, want it left", got)
+	}
+}
+
+// Silent workers are found out within an interval of their time-out
+// although no message comes to wake the loop.
+func TestRunnerDetectsSilenceWhileQuiet(t *testing.T) {
+	rh := startRunner(t, quietConfig())
+	rh.bringUp()
+	rh.settle()
+	timeout := rh.deps.Settings.HeartbeatTimeout
+	start := rh.clk.Now()
+	for rh.r.State() == job.Running {
+		if rh.clk.Now().Sub(start) > timeout+time.Second {
+			t.Fatalf("still Running %s after the workers fell silent (time-out %s)", rh.clk.Now().Sub(start), timeout)
+		}
+		rh.clk.Advance(100 * time.Millisecond)
+		rh.settle()
+	}
+	if late := rh.clk.Now().Sub(start) - timeout; late > 2*rh.deps.Settings.ProgressInterval {
+		t.Fatalf("silence found %s after the time-out, want within two intervals", late)
 	}
 }

@@ -133,3 +133,22 @@ func (r *Running) Tick(ctx context.Context, c *Context) (Transition, error) {
 	}
 	return stay()
 }
+
+// QuietUntil is when a tick next has something to do that time alone
+// brings on: the controller's next deadline, the TTL, the reset of the
+// restart count, the periodic log line.
+func (r *Running) QuietUntil(c *Context, now time.Time) time.Time {
+	until := now.Add(c.Controller.Quiet())
+	if deadline, ok := ttlDeadline(c); ok && deadline.Before(until) {
+		until = deadline
+	}
+	if c.Status.Restarts > 0 {
+		if healthy := c.Status.RunStartedAt.Add(c.Config.RestartPolicy.HealthyDuration); healthy.Before(until) {
+			until = healthy
+		}
+	}
+	if logAt := r.lastLog.Add(c.Settings.LogInterval); logAt.Before(until) {
+		until = logAt
+	}
+	return until
+}
