@@ -136,7 +136,7 @@ func (r *Running) Tick(ctx context.Context, c *Context) (Transition, error) {
 
 // QuietUntil is when a tick next has something to do that time alone
 // brings on: the controller's next deadline, the TTL, the reset of the
-// restart count, the periodic log line.
+// restart count, the periodic log line, the run's first health summary.
 func (r *Running) QuietUntil(c *Context, now time.Time) time.Time {
 	until := now.Add(c.Controller.Quiet())
 	if deadline, ok := ttlDeadline(c); ok && deadline.Before(until) {
@@ -149,6 +149,9 @@ func (r *Running) QuietUntil(c *Context, now time.Time) time.Time {
 	}
 	if logAt := r.lastLog.Add(c.Settings.LogInterval); logAt.Before(until) {
 		until = logAt
+	}
+	if !r.firstHealth.IsZero() && r.firstHealth.Before(until) {
+		until = r.firstHealth
 	}
 	return until
 }
