@@ -236,10 +236,10 @@ func TestRequestsPerWorkerMinute(t *testing.T) {
 		// Budgets per worker-minute.
 		sends, reads float64
 	}{
-		{60 * time.Second, false, 3.1, 8.5},
-		{60 * time.Second, true, 3.1, 10.5},
-		{10 * time.Second, false, 6.1, 16},
-		{10 * time.Second, true, 12.1, 29},
+		{60 * time.Second, false, 3.1, 7.5},
+		{60 * time.Second, true, 3.1, 9.5},
+		{10 * time.Second, false, 6.1, 7},
+		{10 * time.Second, true, 12.1, 19},
 	}
 	const warmUp, measured = 2 * time.Minute, 10 * time.Minute
 	for _, c := range cases {
@@ -264,6 +264,8 @@ func TestRequestsPerWorkerMinute(t *testing.T) {
 
 			begin := clk.Now()
 			s.start()
+			// The controller states its checkpoint interval in the record.
+			s.write(func(cm *job.Commands) { cm.CheckpointInterval = c.interval })
 			var epoch int64
 			var commitAt time.Time
 			step := func(d time.Duration) {

@@ -27,6 +27,20 @@ type schedule struct {
 	narrow   bool
 	lastRead time.Time
 	spacing  time.Duration
+	// interval is the checkpoint interval the record states (0: none).
+	// The controller starts a checkpoint no sooner than that after the
+	// one before, so the next appears in (low + interval, epochAt +
+	// interval], where low is the newest epoch's earliest possible
+	// appearance: after the read before the one that saw it, and at
+	// least an interval after the epoch before's low.
+	interval time.Duration
+	low      time.Time
+	// lowSpacing is how far apart the newest two epochs most likely
+	// appeared: between the middles of (low, epochAt] of each.
+	// Checkpoints that take longer than the interval come further apart
+	// than it (the next starts only after the last ended), and the reads
+	// for the next follow them.
+	lowSpacing time.Duration
 
 	waiting      bool      // for the start command of the run
 	pendingSince time.Time // zero unless waiting for a commit
@@ -52,9 +66,14 @@ type observation struct {
 	// quiet: what changed (if anything) needs no follow-up reads beyond
 	// those the other fields ask for: a new checkpoint or commit.
 	quiet bool
+	// interval is the record's checkpoint interval (0: not stated).
+	interval time.Duration
 }
 
 func (s *schedule) observe(now time.Time, o observation) {
+	if !o.waiting {
+		s.interval = o.interval
+	}
 	if o.epoch > s.epoch {
 		s.newEpoch(now, o.epoch)
 	}
@@ -93,6 +112,16 @@ func (s *schedule) newEpoch(now time.Time, epoch int64) {
 	}
 	appeared := now.Add(-width / 2)
 	narrow := width <= 2*s.fast
+	low := now.Add(-width)
+	if s.interval > 0 && s.epoch > 0 && epoch == s.epoch+1 && s.low.Add(s.interval).After(low) {
+		low = s.low.Add(s.interval)
+	}
+	low = earliest(low, now)
+	s.lowSpacing = 0
+	if s.epoch > 0 && epoch == s.epoch+1 {
+		s.lowSpacing = (low.Sub(s.low) + now.Sub(s.epochAt)) / 2
+	}
+	s.low = low
 	if s.epoch > 0 && epoch == s.epoch+1 {
 		switch d := appeared.Sub(s.appeared); {
 		case narrow && s.narrow && d >= 2*s.fast:
@@ -108,12 +137,41 @@ func (s *schedule) newEpoch(now time.Time, epoch int64) {
 }
 
 // expected is when the checkpoint after the newest one seen most likely
-// appears, once two in a row have shown the spacing.
+// appears: when the interval the record states has passed since the read
+// that saw the newest, or, if the record states none, once two in a row
+// have shown the spacing.
 func (s *schedule) expected() (time.Time, bool) {
+	if from, _, ok := s.stated(); ok {
+		return from, true
+	}
 	if s.spacing <= 0 {
 		return time.Time{}, false
 	}
 	return s.appeared.Add(s.spacing), true
+}
+
+// stated is when to read fast for the next checkpoint when the record
+// states the interval: it comes in (low + interval, epochAt + interval]
+// if it follows the newest exactly an interval later, or a little after
+// if the controller started it late. The first read is a fast interval
+// after its earliest appearance, or when it is due at the latest if that
+// is sooner, so it is seen within a fast interval and the time it is seen
+// never drifts later from one checkpoint to the next. When the newest was
+// seen late (a slow read), the fast reads cover at most a window before
+// it is due at the latest, and one after. When checkpoints come
+// much further apart than the interval, the reads start half a window
+// before the spacing of the last two would bring the next.
+func (s *schedule) stated() (from, until time.Time, ok bool) {
+	if s.interval <= 0 || s.epoch == 0 {
+		return time.Time{}, time.Time{}, false
+	}
+	interval := max(s.interval, s.lowSpacing-s.window/2)
+	latest := s.epochAt.Add(interval)
+	from = earliest(latest, s.low.Add(interval+s.fast))
+	if floor := latest.Add(-s.window); from.Before(floor) {
+		from = floor
+	}
+	return from, latest.Add(s.window), true
 }
 
 // next is how long to wait before the next read.
@@ -130,10 +188,17 @@ func (s *schedule) next(now time.Time) time.Duration {
 		return s.fast
 	}
 	// Fast reads begin one fast interval before the expected checkpoint,
-	// so that the read before the one that sees it is close to it.
+	// so that the read before the one that sees it is close to it; at the
+	// expected time itself when the record states the interval, since
+	// nothing comes earlier. The first read then sees the checkpoint
+	// unless the controller started it late, and the time it is seen
+	// never drifts later: it is the next one's starting point.
 	exp, known := s.expected()
-	start := exp.Add(-s.fast)
-	if known && !now.Before(start) && now.Sub(exp) < s.window {
+	start, until := exp.Add(-s.fast), exp.Add(s.window)
+	if from, end, ok := s.stated(); ok {
+		start, until = from, end
+	}
+	if known && !now.Before(start) && now.Before(until) {
 		return s.fast
 	}
 	d := max(s.backoff, s.fast)
@@ -143,4 +208,11 @@ func (s *schedule) next(now time.Time) time.Duration {
 		d = start.Sub(now)
 	}
 	return d
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

@@ -472,7 +472,7 @@ func (w *Worker) act(ctx context.Context, c job.Commands) (done bool, err error)
 
 // observe tells the read schedule what the record said.
 func (w *Worker) observe(now time.Time, c job.Commands, waiting bool) {
-	o := observation{version: c.Version, waiting: waiting}
+	o := observation{version: c.Version, waiting: waiting, interval: c.CheckpointInterval}
 	if c.Checkpoint != nil {
 		o.epoch = c.Checkpoint.Epoch
 	}

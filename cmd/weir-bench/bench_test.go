@@ -136,18 +136,35 @@ func TestHistogramQuantiles(t *testing.T) {
 	}
 }
 
-func TestSendsPerWorkerFollowTheProtocolRules(t *testing.T) {
+// The cost model runs the worker SDK as it is: its sends and reads are
+// what the protocol's rules and the SDK's read schedule make of each
+// checkpoint interval, and checkpoints still reach the program promptly.
+func TestWorkerRatesRunTheSDKsSchedule(t *testing.T) {
 	for _, c := range []struct {
-		interval, hb time.Duration
-		want         float64
+		interval     time.Duration
+		sends, reads float64 // most per worker-minute
+		minReads     float64 // at least one read per 10 s
 	}{
-		{10 * time.Second, 5 * time.Second, 2},  // the completion, then one heartbeat
-		{60 * time.Second, 5 * time.Second, 12}, // the completion replaces one of twelve heartbeats
-		{2 * time.Second, 5 * time.Second, 1},   // checkpoints faster than heartbeats
-		{60 * time.Second, 30 * time.Second, 2},
+		// Three heartbeats a minute; a checkpoint's completion takes one's
+		// place. Reads: one per 10 s, the last of each minute the one that
+		// sees the checkpoint.
+		{60 * time.Second, 3.1, 7, 6},
+		// A completion every 10 s, no heartbeat falls due; about one read
+		// per checkpoint, a second when the controller started it late.
+		{10 * time.Second, 6.1, 8.5, 6},
 	} {
-		if got := sendsPerWorker(c.interval, c.hb); got != c.want {
-			t.Errorf("checkpoint every %s, heartbeat every %s: %v sends, want %v", c.interval, c.hb, got, c.want)
+		r, err := workerRates(c.interval)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s checkpoints: %+v", c.interval, r)
+		if r.SendsPerMinute > c.sends || r.ReadsPerMinute > c.reads || r.ReadsPerMinute < c.minReads {
+			t.Errorf("%s checkpoints: %.2f sends and %.2f reads per worker-minute; want at most %.1f sends and %.1f to %.1f reads",
+				c.interval, r.SendsPerMinute, r.ReadsPerMinute, c.sends, c.minReads, c.reads)
+		}
+		if r.CheckpointStartLagMs <= 0 || r.CheckpointStartLagMs > 1000 {
+			t.Errorf("%s checkpoints: a checkpoint reached the program %.0f ms after it was written on average; want within a second",
+				c.interval, r.CheckpointStartLagMs)
 		}
 	}
 }

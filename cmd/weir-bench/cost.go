@@ -5,16 +5,18 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/weirstream/weir/core/inbox"
+	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/manager"
 	"github.com/weirstream/weir/core/protocol"
 	"github.com/weirstream/weir/infra/accounting"
 	"github.com/weirstream/weir/infra/dynamo"
+	"github.com/weirstream/weir/infra/sqs"
+	"github.com/weirstream/weir/worker"
 )
 
 const month = 30 * 24 * time.Hour
@@ -24,26 +26,26 @@ const month = 30 * 24 * time.Hour
 const (
 	costJobs       = 10
 	costCheckpoint = 2 * time.Second
-	// DefaultReceiveLinger is the SQS inbox's Linger the cost figures
-	// assume (see docs/operations.md): a receive that came back partly full
-	// waits this long before the next one, so messages gather.
-	DefaultReceiveLinger = 500 * time.Millisecond
-	// commandIdleRead is how often a worker reads its command record while
-	// nothing changes (worker.DefaultSlowRead); commandReadsPerCheckpoint
-	// is the extra reads a checkpoint costs each worker at the least. The
-	// worker SDK reads fast around each expected checkpoint, so this is a
-	// lower bound (see docs/operations.md).
-	commandIdleRead           = 10 * time.Second
-	commandReadsPerCheckpoint = 1
+	// DefaultReceiveLinger is the SQS inbox's Linger weir-controller sets
+	// by default (see docs/operations.md): a receive that came back partly
+	// full waits this long before the next one, so messages gather.
+	DefaultReceiveLinger = sqs.DefaultReceiveLinger
+	// commandIdleRead is the worker SDK's ceiling on the interval between
+	// reads of the command record while nothing changes
+	// (worker.DefaultSlowRead), printed with the report.
+	commandIdleRead = worker.DefaultSlowRead
 )
 
 // CostAtInterval is the monthly cost of one 10-worker job at one
 // checkpoint interval.
 type CostAtInterval struct {
-	CheckpointIntervalSeconds float64            `json:"checkpoint_interval_seconds"`
-	RequestsPerJobMonth       map[string]float64 `json:"requests_per_job_month"`
-	USDByOperation            map[string]float64 `json:"usd_by_operation"`
-	USDPerJobMonth            float64            `json:"usd_per_job_month"`
+	CheckpointIntervalSeconds float64     `json:"checkpoint_interval_seconds"`
+	Worker                    WorkerRates `json:"worker"`
+	// Receives and deletes, measured with ten jobs at this interval.
+	Batching            Batching           `json:"batching"`
+	RequestsPerJobMonth map[string]float64 `json:"requests_per_job_month"`
+	USDByOperation      map[string]float64 `json:"usd_by_operation"`
+	USDPerJobMonth      float64            `json:"usd_per_job_month"`
 }
 
 // CostReport is the cost section of the report.
@@ -60,9 +62,31 @@ type CostReport struct {
 	MessagesPerReceive         float64            `json:"messages_per_receive"`
 	MessagesPerDelete          float64            `json:"messages_per_delete"`
 	ControllerStorePerCkpt     map[string]float64 `json:"controller_store_requests_per_checkpoint"`
+	CommandRecordBytes         int                `json:"command_record_bytes"`
 	Intervals                  []CostAtInterval   `json:"intervals"`
 	USDPerControllerMonth      float64            `json:"usd_per_controller_month"`
 	ControllerRequestsPerMonth map[string]float64 `json:"controller_requests_per_month"`
+}
+
+// Batching is how many messages a receive and a batch delete carried in a
+// run of ten jobs sharing a controller.
+type Batching struct {
+	MessagesMeasured        int64   `json:"messages_measured"`
+	MessagesPerSecond       float64 `json:"messages_per_second"`
+	MessagesPerReceive      float64 `json:"messages_per_receive"`
+	MessagesPerDelete       float64 `json:"messages_per_delete"`
+	ReceiveDeletePerMessage float64 `json:"receive_delete_billed_per_message"`
+}
+
+func batchingOf(u loadUsage) Batching {
+	msgs := float64(u.inbox.Delivered)
+	b := Batching{MessagesMeasured: int64(u.inbox.Delivered), MessagesPerSecond: msgs / max(u.seconds, 1e-9)}
+	if msgs > 0 {
+		b.MessagesPerReceive = msgs / float64(max(1, u.inbox.Receives))
+		b.MessagesPerDelete = float64(u.inbox.Acked) / float64(max(1, u.inbox.AckCalls))
+		b.ReceiveDeletePerMessage = float64(u.inbox.Receives+u.inbox.AckCalls) / msgs
+	}
+	return b
 }
 
 // lingerInbox makes the in-memory inbox receive as the SQS inbox does
@@ -103,14 +127,8 @@ func costReport(ctx context.Context, log *slog.Logger, latency, receiveLinger, a
 	rep := &CostReport{
 		Prices: p, HeartbeatIntervalSeconds: hb.Seconds(), CommandIdleReadSeconds: commandIdleRead.Seconds(),
 		ReceiveLingerMs: ms(receiveLinger), AckLingerMs: ms(max(0, ackLinger)), SharedJobs: costJobs,
-		MessagesMeasured: int64(u.inbox.Delivered), CheckpointsMeasured: u.checkpoints,
+		CheckpointsMeasured:    u.checkpoints,
 		ControllerStorePerCkpt: map[string]float64{},
-	}
-	msgs := float64(u.inbox.Delivered)
-	if msgs > 0 {
-		rep.MessagesPerReceive = msgs / float64(max(1, u.inbox.Receives))
-		rep.MessagesPerDelete = float64(u.inbox.Acked) / float64(max(1, u.inbox.AckCalls))
-		rep.ReceiveDeletePerMessage = float64(u.inbox.Receives+u.inbox.AckCalls) / msgs
 	}
 	// What the controller's store calls cost per checkpoint, from the run;
 	// the index poll is the controller's, not the checkpoints'.
@@ -123,8 +141,30 @@ func costReport(ctx context.Context, log *slog.Logger, latency, receiveLinger, a
 		rep.ControllerStorePerCkpt[name] = float64(n) / ckpts
 		storeUnitsPerCkpt[name] = u.storeUnits[name] / ckpts
 	}
+	rep.CommandRecordBytes = int(u.commandsBytes)
 	for _, interval := range []time.Duration{10 * time.Second, 60 * time.Second} {
-		rep.Intervals = append(rep.Intervals, jobMonth(p, interval, hb, rep, storeUnitsPerCkpt))
+		rates, err := workerRates(interval)
+		if err != nil {
+			return nil, err
+		}
+		// Batching depends on the message rate, so it is measured at each
+		// interval's own: ten jobs, their workers reading at about the
+		// SDK's fast pace, for at least one checkpoint of every job.
+		br, err := runLoad(ctx, loadOptions{jobs: costJobs, latency: latency, warmup: 10 * time.Second,
+			window: max(30*time.Second, interval+10*time.Second), readEvery: worker.DefaultFastRead, checkpoint: interval,
+			takeover: time.Minute, linger: receiveLinger, ackLinger: ackLinger}, log)
+		if err != nil {
+			return nil, fmt.Errorf("batching run at %s checkpoints: %w", interval, err)
+		}
+		b := batchingOf(br.usage)
+		if b.MessagesMeasured == 0 {
+			return nil, fmt.Errorf("batching run at %s checkpoints: no message arrived", interval)
+		}
+		if interval == job.DefaultCheckpointInterval {
+			rep.MessagesMeasured, rep.MessagesPerReceive, rep.MessagesPerDelete, rep.ReceiveDeletePerMessage =
+				b.MessagesMeasured, b.MessagesPerReceive, b.MessagesPerDelete, b.ReceiveDeletePerMessage
+		}
+		rep.Intervals = append(rep.Intervals, jobMonth(p, rates, b, rep, storeUnitsPerCkpt))
 	}
 	rep.ControllerRequestsPerMonth, rep.USDPerControllerMonth = controllerMonth(p)
 	return rep, nil
@@ -132,32 +172,31 @@ func costReport(ctx context.Context, log *slog.Logger, latency, receiveLinger, a
 
 const opIndexPoll = "dynamodb.Query active index"
 
-// sendsPerWorker is how many envelopes a worker sends in one checkpoint
-// interval by the protocol's rules: the checkpoint's completion (urgent)
-// plus the heartbeats the rest of the interval needs, one per heartbeat
-// interval counted from the last envelope.
-func sendsPerWorker(interval, hb time.Duration) float64 {
-	return max(1, math.Ceil(interval.Seconds()/hb.Seconds()))
-}
-
-func jobMonth(p accounting.Prices, interval, hb time.Duration, rep *CostReport, storeUnitsPerCkpt map[string]float64) CostAtInterval {
-	c := CostAtInterval{CheckpointIntervalSeconds: interval.Seconds(), RequestsPerJobMonth: map[string]float64{}, USDByOperation: map[string]float64{}}
+// jobMonth prices a month of one 10-worker job at one checkpoint
+// interval: what the SDK's workers send and read at that interval (run on
+// a fake clock), the receives and deletes of what they send, and the
+// controller's store calls per checkpoint as counted in the cost run.
+func jobMonth(p accounting.Prices, w WorkerRates, b Batching, rep *CostReport, storeUnitsPerCkpt map[string]float64) CostAtInterval {
+	interval := time.Duration(w.CheckpointIntervalSeconds * float64(time.Second))
+	c := CostAtInterval{CheckpointIntervalSeconds: interval.Seconds(), Worker: w, Batching: b, RequestsPerJobMonth: map[string]float64{}, USDByOperation: map[string]float64{}}
 	ckpts := month.Seconds() / interval.Seconds()
-	sends := workersPerJob * ckpts * sendsPerWorker(interval, hb)
+	workerMinutes := workersPerJob * month.Minutes()
 	add := func(name string, requests, usd float64) {
 		c.RequestsPerJobMonth[name] += requests
 		c.USDByOperation[name] += usd
 		c.USDPerJobMonth += usd
 	}
+	sends := workerMinutes * w.SendsPerMinute
 	add("sqs.SendMessage", sends, sends*p.SQSRequest)
-	recv := sends / rep.MessagesPerReceive
-	del := sends / rep.MessagesPerDelete
+	recv := sends / b.MessagesPerReceive
+	del := sends / b.MessagesPerDelete
 	add("sqs.ReceiveMessage", recv, recv*p.SQSRequest)
 	add("sqs.DeleteMessageBatch", del, del*p.SQSRequest)
-	// Workers' reads of the command record: eventually consistent, one
-	// half read unit each (the record is under 4 KB).
-	reads := workersPerJob * (month.Seconds()/commandIdleRead.Seconds() + ckpts*commandReadsPerCheckpoint)
-	add("dynamodb.GetItem commands (workers)", reads, reads*0.5*p.DynamoDBReadUnit)
+	// Workers' reads of the command record: eventually consistent, half a
+	// read unit per started 4 KB of the item.
+	reads := workerMinutes * w.ReadsPerMinute
+	units := 0.5 * float64(max(1, (rep.CommandRecordBytes+4095)/4096))
+	add("dynamodb.GetItem commands (workers)", reads, reads*units*p.DynamoDBReadUnit)
 	for _, name := range slices.Sorted(maps.Keys(rep.ControllerStorePerCkpt)) {
 		n := rep.ControllerStorePerCkpt[name] * ckpts
 		units := storeUnitsPerCkpt[name] * ckpts

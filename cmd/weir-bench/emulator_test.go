@@ -88,6 +88,14 @@ func TestCostModelCountsTheRequestsOfTheDynamoDBStore(t *testing.T) {
 		{"active jobs", func() error { _, err := s.ActiveJobs(ctx); return err }},
 		// A later leader's claim also fences the checkpoint left.
 		{"claim with a checkpoint", func() error { return s.Claim(ctx, 3, id) }},
+		// A later leader still reads and claims it in bulk.
+		{"bulk take-over", func() error {
+			read, err := s.ReadJobs(ctx, ids)
+			if err != nil {
+				return err
+			}
+			return s.ClaimJobs(ctx, 4, read)[0]
+		}},
 	}
 	for _, c := range calls {
 		ledger.Reset()

@@ -42,6 +42,11 @@ type loadOptions struct {
 	quiet      time.Duration // measured time with jobs ticking and no messages
 	sizes      bool          // bill store requests by item size
 	ackLinger  time.Duration // the manager's AckLinger (0: its default)
+	// concurrency bounds the store requests in flight (0: no bound);
+	// checkpoints is how many each seeded job has; takeoverOnly ends the
+	// run once every job is taken over.
+	concurrency, checkpoints int
+	takeoverOnly             bool
 }
 
 func writeHeapProfile(path string) error {
@@ -76,6 +81,8 @@ type LoadResult struct {
 	FailToRecoveringP99Ms  float64 `json:"fail_to_recovering_p99_ms"`
 	Failures               int     `json:"failures_measured"`
 	TakeoverSeconds        float64 `json:"takeover_seconds"`
+	TakeoverRequestsPerJob float64 `json:"takeover_store_requests_per_job"`
+	TakeoverCPUSeconds     float64 `json:"takeover_cpu_seconds"`
 	WorkersRestarted       int     `json:"workers_restarted_at_takeover"`
 	WindowSeconds          float64 `json:"window_seconds"`
 
@@ -108,6 +115,8 @@ type loadUsage struct {
 	heartbeats   int64
 	urgent       int64
 	commandReads int64
+	// commandsBytes is the size of the command record the workers read.
+	commandsBytes int64
 }
 
 // seed stores n jobs as a previous leader (fence 1) left them: running,
@@ -169,6 +178,10 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	}
 	st := newSlowStore(mem, o.latency)
 	st.sizes = o.sizes
+	st.limit(o.concurrency)
+	if err := st.seedCheckpoints(ctx, ids, o.checkpoints); err != nil {
+		return res, err
+	}
 	in, err := meminbox.New(meminbox.Options{Clock: clock.Real{}})
 	if err != nil {
 		return res, err
@@ -182,14 +195,17 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	defer cancel()
 	baseHeap, baseStacks := memInUse()
 
-	// Adopted: a status written under the new fence for every job.
+	// Adopted: every job's loop has taken its job over (claimed, read,
+	// adopted); a take-over writes no status for a job it adopts as is.
 	var adopted sync.Map
 	var adoptedN atomic.Int64
-	recov := newHist()
-	st.onStatus = func(s job.Status) {
-		if _, loaded := adopted.LoadOrStore(s.JobID, true); !loaded {
+	takenOver := func(id job.ID) {
+		if _, loaded := adopted.LoadOrStore(id, true); !loaded {
 			adoptedN.Add(1)
 		}
+	}
+	recov := newHist()
+	st.onStatus = func(s job.Status) {
 		if s.State == job.Recovering {
 			if at, ok := sim.FailedAt(s.JobID); ok {
 				recov.add(time.Since(at))
@@ -198,7 +214,7 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	}
 	ticks := newHist()
 	var mgrErr atomic.Value
-	start := time.Now()
+	start, calls0, steady0, cpu0 := time.Now(), st.calls.Load(), st.steady.Load(), cpuSeconds()
 	if o.plain {
 		for range 2 {
 			wg.Go(func() { plainConsumer(ctx, in) })
@@ -212,7 +228,7 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 		m, err := manager.New(manager.Deps{
 			Store: st, Inbox: ib, Fleet: fl, Clock: clock.Real{}, Log: log,
 			Settings: controller.DefaultSettings(),
-			OnTick:   ticks.add, AckLinger: o.ackLinger,
+			OnTick:   ticks.add, AckLinger: o.ackLinger, OnTakenOver: takenOver,
 		})
 		if err != nil {
 			return res, err
@@ -233,7 +249,12 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 		time.Sleep(5 * time.Millisecond)
 	}
 	res.TakeoverSeconds = time.Since(start).Seconds()
+	res.TakeoverCPUSeconds = cpuSeconds() - cpu0
+	res.TakeoverRequestsPerJob = float64(st.calls.Load()-calls0-(st.steady.Load()-steady0)) / float64(o.jobs)
 	res.WorkersRestarted = len(fl.Starts())
+	if o.takeoverOnly {
+		return res, nil
+	}
 	// A quiet window before the workers start: the jobs only tick, so
 	// the CPU a tick costs is measured on its own.
 	if !o.plain && o.quiet > 0 {
@@ -312,6 +333,8 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 		heartbeats:   sim.stats.Heartbeats.Load() - hb0,
 		urgent:       sim.stats.Urgent.Load() - ur0,
 		commandReads: sim.stats.CommandReads.Load() - rd0,
+		// The newest command record written; the seeded one if none was.
+		commandsBytes: st.commandsSize.Load(),
 	}
 	if err, ok := mgrErr.Load().(error); ok {
 		return res, fmt.Errorf("manager ended: %w", err)

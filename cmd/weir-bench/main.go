@@ -26,23 +26,30 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weirstream/weir/core/manager"
+	"github.com/weirstream/weir/infra/sqs"
 )
 
 // Report is what bench/report.json holds.
 type Report struct {
-	GeneratedAt     time.Time    `json:"generated_at"`
-	GoVersion       string       `json:"go_version"`
-	CPUs            int          `json:"cpus"`
-	StoreLatencyMs  float64      `json:"store_latency_ms"`
-	Calibration     []LoadResult `json:"calibration"`
-	Load            []LoadResult `json:"load"`
-	DecodeNs        float64      `json:"decode_ns"`
-	DecodeAllocs    int64        `json:"decode_allocs"`
-	DecodeBytes     int          `json:"decode_envelope_bytes"`
-	TakeoverJobs    int          `json:"takeover_jobs"`
-	TakeoverSeconds float64      `json:"takeover_seconds"`
-	Cost            *CostReport  `json:"cost,omitempty"`
+	GeneratedAt    time.Time `json:"generated_at"`
+	GoVersion      string    `json:"go_version"`
+	CPUs           int       `json:"cpus"`
+	StoreLatencyMs float64   `json:"store_latency_ms"`
+	// StoreConcurrency bounds the store requests in flight (0: none).
+	StoreConcurrency int          `json:"store_concurrency"`
+	Calibration      []LoadResult `json:"calibration"`
+	Load             []LoadResult `json:"load"`
+	DecodeNs         float64      `json:"decode_ns"`
+	DecodeAllocs     int64        `json:"decode_allocs"`
+	DecodeBytes      int          `json:"decode_envelope_bytes"`
+	TakeoverJobs     int          `json:"takeover_jobs"`
+	TakeoverSeconds  float64      `json:"takeover_seconds"`
+	// TakeoverRequestsPerJob is the DynamoDB requests the take-over made
+	// per job, as the in-memory store models them.
+	TakeoverRequestsPerJob float64     `json:"takeover_store_requests_per_job"`
+	TakeoverCheckpoints    int         `json:"takeover_checkpoints_per_job"`
+	TakeoverCPUSeconds     float64     `json:"takeover_cpu_seconds"`
+	Cost                   *CostReport `json:"cost,omitempty"`
 }
 
 func main() {
@@ -58,7 +65,10 @@ func run() error {
 	jobsFlag := flag.String("jobs", "1000,5000,10000", "comma-separated job counts to load")
 	window := flag.Duration("window", 20*time.Second, "measured time of each load run")
 	warmup := flag.Duration("warmup", 6*time.Second, "time after take-over before measuring")
-	latency := flag.Duration("store-latency", 5*time.Millisecond, "latency of every store call")
+	latency := flag.Duration("store-latency", 5*time.Millisecond, "latency of every store request")
+	concurrency := flag.Int("store-concurrency", 64, "store requests in flight at most, as one task's SDK client and CPU allow (0: no bound)")
+	checkpoints := flag.Int("seed-checkpoints", 0, "ready checkpoints each job has when the controller takes it over")
+	takeoverOnly := flag.Bool("takeover-only", false, "measure only the take-over of each job count (no load, decode or cost runs)")
 	failRate := flag.Float64("fail-rate", 5, "injected task failures per second")
 	readEvery := flag.Duration("read-every", 2*time.Second, "how often the simulator reads each job's command record")
 	calibrate := flag.Bool("calibrate", true, "measure the simulator's own CPU with a plain consumer in place of the controller")
@@ -66,8 +76,9 @@ func run() error {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	memProfile := flag.String("memprofile", "", "write a heap profile at the end of each controller run here (the job count is appended)")
 	receiveLinger := flag.Duration("receive-linger", DefaultReceiveLinger, "the cost run's receive linger (the SQS inbox's Linger; 0: none)")
-	ackLinger := flag.Duration("ack-linger", manager.DefaultAckLinger, "the cost run's manager.Deps.AckLinger (negative: none)")
+	ackLinger := flag.Duration("ack-linger", sqs.DefaultAckLinger, "the cost run's manager.Deps.AckLinger, as weir-controller sets it (negative: none)")
 	withCost := flag.Bool("cost", true, "run the cost model")
+	onlyCost := flag.Bool("only-cost", false, "run the cost model alone (no decoding or load runs)")
 	verbose := flag.Bool("v", false, "log the controller's warnings to stderr")
 	flag.Parse()
 
@@ -101,15 +112,21 @@ func run() error {
 	}
 	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	rep := Report{GeneratedAt: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.GOMAXPROCS(0), StoreLatencyMs: ms(*latency)}
+	rep := Report{GeneratedAt: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.GOMAXPROCS(0), StoreLatencyMs: ms(*latency),
+		StoreConcurrency: *concurrency, TakeoverCheckpoints: *checkpoints}
 
-	fmt.Fprintln(os.Stderr, "decoding a heartbeat envelope…")
-	rep.DecodeNs, rep.DecodeAllocs, rep.DecodeBytes = benchDecode()
+	if *onlyCost {
+		counts, *withCost = nil, true
+	} else if !*takeoverOnly {
+		fmt.Fprintln(os.Stderr, "decoding a heartbeat envelope…")
+		rep.DecodeNs, rep.DecodeAllocs, rep.DecodeBytes = benchDecode()
+	}
 
 	for _, n := range counts {
 		o := loadOptions{jobs: n, latency: *latency, warmup: *warmup, window: *window, failRate: *failRate,
-			readEvery: *readEvery, checkpoint: 10 * time.Second, takeover: 2 * time.Minute, quiet: 3 * time.Second}
-		if *calibrate {
+			readEvery: *readEvery, checkpoint: 10 * time.Second, takeover: 2 * time.Minute, quiet: 3 * time.Second,
+			concurrency: *concurrency, checkpoints: *checkpoints, takeoverOnly: *takeoverOnly}
+		if *calibrate && !*takeoverOnly {
 			fmt.Fprintf(os.Stderr, "%d jobs: calibration (plain consumer)…\n", n)
 			c := o
 			c.plain, c.window = true, min(o.window, 10*time.Second)
@@ -141,11 +158,11 @@ func run() error {
 		}
 		rep.Load = append(rep.Load, r)
 		if n >= rep.TakeoverJobs {
-			rep.TakeoverJobs, rep.TakeoverSeconds = n, r.TakeoverSeconds
+			rep.TakeoverJobs, rep.TakeoverSeconds, rep.TakeoverRequestsPerJob, rep.TakeoverCPUSeconds = n, r.TakeoverSeconds, r.TakeoverRequestsPerJob, r.TakeoverCPUSeconds
 		}
 	}
 
-	if *withCost {
+	if *withCost && !*takeoverOnly {
 		fmt.Fprintln(os.Stderr, "cost model…")
 		cost, err := costReport(ctx, log, *latency, *receiveLinger, *ackLinger)
 		if err != nil {

@@ -25,16 +25,28 @@ func printReport(w io.Writer, r *Report) {
 				l.Jobs, l.CPUMicrosPerTick, l.CPUMicrosPerMessage, l.StackBytesPerJob/1024)
 		}
 	}
-	fmt.Fprintf(w, "\ndecode: %.0f ns and %d allocations per %d-byte heartbeat envelope\n", r.DecodeNs, r.DecodeAllocs, r.DecodeBytes)
-	fmt.Fprintf(w, "take-over: %d jobs adopted in %.2f s (%.0f ms per store call)\n", r.TakeoverJobs, r.TakeoverSeconds, r.StoreLatencyMs)
+	if r.DecodeNs > 0 {
+		fmt.Fprintf(w, "\ndecode: %.0f ns and %d allocations per %d-byte heartbeat envelope\n", r.DecodeNs, r.DecodeAllocs, r.DecodeBytes)
+	}
+	if r.TakeoverJobs > 0 {
+		fmt.Fprintf(w, "take-over: %d jobs (%d checkpoints each) adopted in %.2f s using %.2f CPU s, %.2f store requests per job (%.0f ms per request, at most %d in flight)\n",
+			r.TakeoverJobs, r.TakeoverCheckpoints, r.TakeoverSeconds, r.TakeoverCPUSeconds, r.TakeoverRequestsPerJob, r.StoreLatencyMs, r.StoreConcurrency)
+	}
 	c := r.Cost
 	if c == nil {
 		return
 	}
-	fmt.Fprintf(w, "\ncost at %s list prices, %d jobs sharing a controller, heartbeat every %.0f s, command record read every %.0f s while idle\n",
-		c.Prices.Region, c.SharedJobs, c.HeartbeatIntervalSeconds, c.CommandIdleReadSeconds)
-	fmt.Fprintf(w, "receives+deletes: %.3f billed requests per message (%.1f messages per receive, %.1f per delete)\n",
-		c.ReceiveDeletePerMessage, c.MessagesPerReceive, c.MessagesPerDelete)
+	fmt.Fprintf(w, "\ncost at %s list prices, %d jobs sharing a controller, heartbeat every %.0f s, the worker SDK's read schedule (at most %.0f s apart), a %d-byte command record\n",
+		c.Prices.Region, c.SharedJobs, c.HeartbeatIntervalSeconds, c.CommandIdleReadSeconds, c.CommandRecordBytes)
+	for _, iv := range c.Intervals {
+		fmt.Fprintf(w, "SDK worker at %.0f s checkpoints: %.2f sends and %.2f command reads per minute; a checkpoint reaches the program %.0f ms after it is written\n",
+			iv.CheckpointIntervalSeconds, iv.Worker.SendsPerMinute, iv.Worker.ReadsPerMinute, iv.Worker.CheckpointStartLagMs)
+	}
+	for _, iv := range c.Intervals {
+		b := iv.Batching
+		fmt.Fprintf(w, "receives+deletes at %.0f s checkpoints: %.3f billed requests per message (%.1f messages a second; %.1f per receive, %.1f per delete; linger %.0f ms, ack linger %.0f ms)\n",
+			iv.CheckpointIntervalSeconds, b.ReceiveDeletePerMessage, b.MessagesPerSecond, b.MessagesPerReceive, b.MessagesPerDelete, c.ReceiveLingerMs, c.AckLingerMs)
+	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	header := "per 10-worker job-month"
 	names := map[string]bool{}

@@ -152,7 +152,7 @@ func serve(ctx context.Context, s settings) error {
 	}
 	// The manager's tenure runs the inbox's receive loop, so a standby
 	// holds no worker messages.
-	in, err := sqs.NewInbox(awssqs.NewFromConfig(awsCfg), s.WorkerQueueURL, sqs.InboxOptions{Logger: log})
+	in, err := sqs.NewInbox(awssqs.NewFromConfig(awsCfg), s.WorkerQueueURL, sqs.InboxOptions{Logger: log, Linger: s.ReceiveLinger})
 	if err != nil {
 		return err
 	}
@@ -162,7 +162,7 @@ func serve(ctx context.Context, s settings) error {
 	}
 	mgr, err := manager.New(manager.Deps{
 		Store: st, Inbox: in, Fleet: fl, Telemetry: recorder, Log: log, PollInterval: s.PollInterval,
-		Settings: s.Controller,
+		Settings: s.Controller, AckLinger: ackLinger(s.AckLinger),
 	})
 	if err != nil {
 		return err
@@ -224,4 +224,13 @@ func newLauncher(ctx context.Context, s settings, cfg aws.Config, log *slog.Logg
 		return external.New(log), nil
 	}
 	return nil, fmt.Errorf("unknown launcher %q", s.Launcher)
+}
+
+// ackLinger is the manager's AckLinger for a linger setting: the manager
+// reads zero as its default and a negative value as none.
+func ackLinger(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/weirstream/weir/infra/launcher/ecs"
 	"github.com/weirstream/weir/infra/launcher/process"
 	"github.com/weirstream/weir/infra/resources"
+	"github.com/weirstream/weir/infra/sqs"
 	"github.com/weirstream/weir/infra/telemetry"
 )
 
@@ -45,6 +46,9 @@ type settings struct {
 	ECS      ecs.Options
 
 	PollInterval time.Duration
+	// ReceiveLinger is the worker queue inbox's Linger; AckLinger the
+	// manager's.
+	ReceiveLinger, AckLinger time.Duration
 	// Controller holds the job loops' tunables; only the heartbeat
 	// time-out is a flag, the rest keep their defaults.
 	Controller jobcontroller.Settings
@@ -76,6 +80,8 @@ type flags struct {
 	ecsPublicIP       bool
 
 	pollInterval       durationFlag
+	receiveLinger      durationFlag
+	ackLinger          durationFlag
 	heartbeatTimeout   durationFlag
 	leaseName          string
 	leaseOwner         string
@@ -113,6 +119,10 @@ func (f *flags) register(fs *pflag.FlagSet) {
 
 	f.pollInterval = durationFlag{d: manager.DefaultPollInterval}
 	fs.Var(&f.pollInterval, "poll-interval", "how often the active jobs are read")
+	f.receiveLinger = durationFlag{d: sqs.DefaultReceiveLinger}
+	fs.Var(&f.receiveLinger, "receive-linger", "after a receive from the worker queue that was not full, wait this long before the next (0 to 1m; default from "+envReceiveLinger+" if set): messages gather, so receives and deletes carry several, at up to this much delay at a trickle")
+	f.ackLinger = durationFlag{d: sqs.DefaultAckLinger}
+	fs.Var(&f.ackLinger, "ack-linger", "handled worker messages wait up to this long for company before a delete call that would carry fewer than ten (0 to 10s; default from "+envAckLinger+" if set)")
 	f.heartbeatTimeout = durationFlag{d: protocol.DefaultHeartbeatTimeout}
 	fs.Var(&f.heartbeatTimeout, "heartbeat-timeout", "a worker silent for this long is taken as dead; keep it several of the workers' heartbeat intervals (WEIR_HEARTBEAT_INTERVAL)")
 	fs.StringVar(&f.leaseName, "lease-name", "controller", "name of the lease the controllers of one deployment contend for")
@@ -161,6 +171,8 @@ func (f *flags) settings(getenv func(string) string) (settings, error) {
 	}
 
 	f.checkLauncher(&s, &p)
+	s.ReceiveLinger = f.linger(&p, getenv, "receive-linger", envReceiveLinger, &f.receiveLinger, time.Minute)
+	s.AckLinger = f.linger(&p, getenv, "ack-linger", envAckLinger, &f.ackLinger, 10*time.Second)
 
 	for _, d := range []struct {
 		name string
@@ -271,6 +283,33 @@ func (f *flags) checkLauncher(s *settings, p *problems) {
 			}
 		})
 	}
+}
+
+// The environment sets --receive-linger and --ack-linger when the flags
+// are not given.
+const (
+	envReceiveLinger = "WEIR_RECEIVE_LINGER"
+	envAckLinger     = "WEIR_ACK_LINGER"
+)
+
+// linger takes a linger from its flag, else from the environment, else
+// the default, and checks it is from 0 to most.
+func (f *flags) linger(p *problems, getenv func(string) string, name, env string, fl *durationFlag, most time.Duration) time.Duration {
+	source := "--" + name + " " + fl.raw
+	if !f.fs.Changed(name) {
+		if v := strings.TrimSpace(getenv(env)); v != "" {
+			source = fmt.Sprintf("%s=%s", env, v)
+			_ = fl.Set(v)
+		}
+	}
+	if fl.err != nil {
+		p.addf("%s is not a duration: write it like 500ms, 1s or 2s", source)
+		return 0
+	}
+	if fl.d < 0 || fl.d > most {
+		p.addf("%s must be from 0 (no linger) to %s", source, most)
+	}
+	return fl.d
 }
 
 // problems collects what is wrong with the settings.

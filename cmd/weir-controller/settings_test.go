@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	jobcontroller "github.com/weirstream/weir/core/controller"
 	"github.com/weirstream/weir/infra/resources"
+	"github.com/weirstream/weir/infra/sqs"
 )
 
 var stackEnv = map[string]string{
@@ -201,5 +203,69 @@ func TestBesideExecutable(t *testing.T) {
 		if got := besideExecutable(tc.argv, exe, tc.look); !slices.Equal(got, tc.want) {
 			t.Errorf("besideExecutable(%q) = %q, want %q", tc.argv, got, tc.want)
 		}
+	}
+}
+
+func TestSettingsReceiveLinger(t *testing.T) {
+	env := func(linger string) map[string]string {
+		e := maps.Clone(stackEnv)
+		if linger != "" {
+			e["WEIR_RECEIVE_LINGER"] = linger
+		}
+		return e
+	}
+	for _, c := range []struct {
+		env  string
+		args []string
+		want time.Duration
+	}{
+		{"", nil, sqs.DefaultReceiveLinger},
+		{"250ms", nil, 250 * time.Millisecond},
+		{"", []string{"--receive-linger", "2s"}, 2 * time.Second},
+		{"250ms", []string{"--receive-linger", "0s"}, 0}, // the flag wins
+	} {
+		s, err := parse(t, env(c.env), append([]string{"--launcher", "external"}, c.args...)...)
+		if err != nil {
+			t.Fatalf("env %q, args %q: %v", c.env, c.args, err)
+		}
+		if s.ReceiveLinger != c.want {
+			t.Errorf("env %q, args %q: linger %s, want %s", c.env, c.args, s.ReceiveLinger, c.want)
+		}
+	}
+	for _, c := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"soon", nil, `WEIR_RECEIVE_LINGER=soon is not a duration`},
+		{"", []string{"--receive-linger", "-1s"}, "--receive-linger -1s must be from 0 (no linger) to 1m0s"},
+		{"2m", nil, "WEIR_RECEIVE_LINGER=2m must be from 0 (no linger) to 1m0s"},
+	} {
+		_, err := parse(t, env(c.env), append([]string{"--launcher", "external"}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("env %q, args %q: error %v, want one saying %q", c.env, c.args, err, c.want)
+		}
+	}
+}
+
+func TestSettingsAckLinger(t *testing.T) {
+	s, err := parse(t, stackEnv, "--launcher", "external")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.AckLinger != sqs.DefaultAckLinger {
+		t.Errorf("ack linger %s, want the default %s", s.AckLinger, sqs.DefaultAckLinger)
+	}
+	env := maps.Clone(stackEnv)
+	env["WEIR_ACK_LINGER"] = "750ms"
+	if s, err = parse(t, env, "--launcher", "external"); err != nil || s.AckLinger != 750*time.Millisecond {
+		t.Errorf("WEIR_ACK_LINGER=750ms: ack linger %s, %v", s.AckLinger, err)
+	}
+	if s, err = parse(t, env, "--launcher", "external", "--ack-linger", "0"); err != nil || s.AckLinger != 0 || ackLinger(s.AckLinger) >= 0 {
+		t.Errorf("--ack-linger 0: ack linger %s (manager gets %s), %v; want none", s.AckLinger, ackLinger(s.AckLinger), err)
+	}
+	_, err = parse(t, stackEnv, "--launcher", "external", "--ack-linger", "20s")
+	if err == nil || !strings.Contains(err.Error(), "--ack-linger 20s must be from 0 (no linger) to 10s") {
+		t.Errorf("--ack-linger 20s: %v", err)
 	}
 }

@@ -31,12 +31,8 @@ func AdoptRun(ctx context.Context, d Deps, cfg job.Config, st job.Status) (*JobC
 	if err != nil {
 		return nil, fmt.Errorf("read the command record of job %s: %w", st.JobID, err)
 	}
-	if cmds.RunID != st.RunID || cmds.Start == nil {
-		return nil, fmt.Errorf("%w: the command record is of run %d, the status of run %d", ErrNotAdoptable, cmds.RunID, st.RunID)
-	}
-	layout, err := layoutOf(cfg, st.Parallelism, cmds.Start.Assignments)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotAdoptable, err)
+	if err := sameRun(st, cmds); err != nil {
+		return nil, err
 	}
 	cps, err := d.Store.ListCheckpoints(ctx, st.JobID)
 	if err != nil {
@@ -45,6 +41,36 @@ func AdoptRun(ctx context.Context, d Deps, cfg job.Config, st job.Status) (*JobC
 	maxEpoch, err := d.Store.MaxEpoch(ctx, st.JobID)
 	if err != nil {
 		return nil, fmt.Errorf("read the highest epoch of job %s: %w", st.JobID, err)
+	}
+	return AdoptRead(ctx, d, cfg, st, RunRecords{Commands: cmds, Checkpoints: cps, MaxEpoch: maxEpoch})
+}
+
+// RunRecords are the records of a job that adopting its run reads: the
+// command record, the checkpoints (oldest first) and the epoch counter.
+type RunRecords struct {
+	Commands    job.Commands
+	Checkpoints []job.Checkpoint
+	MaxEpoch    int64
+}
+
+// sameRun says why a command record cannot carry on the status's run.
+func sameRun(st job.Status, cmds job.Commands) error {
+	if cmds.RunID != st.RunID || cmds.Start == nil {
+		return fmt.Errorf("%w: the command record is of run %d, the status of run %d", ErrNotAdoptable, cmds.RunID, st.RunID)
+	}
+	return nil
+}
+
+// AdoptRead is AdoptRun from records the caller read after claiming the
+// job (a bulk take-over, store.Takeover): it reads nothing.
+func AdoptRead(ctx context.Context, d Deps, cfg job.Config, st job.Status, rec RunRecords) (*JobController, error) {
+	cmds, cps, maxEpoch := rec.Commands, rec.Checkpoints, rec.MaxEpoch
+	if err := sameRun(st, cmds); err != nil {
+		return nil, err
+	}
+	layout, err := layoutOf(cfg, st.Parallelism, cmds.Start.Assignments)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotAdoptable, err)
 	}
 	restore := Restore{Epoch: cmds.Start.RestoreEpoch, MinEpoch: st.MinEpoch, NextEpoch: maxEpoch + 1}
 	var inFlight *job.Checkpoint

@@ -412,6 +412,28 @@ func (f *failingCommands) PutCommands(ctx context.Context, fe store.Fence, c job
 	return f.Store.PutCommands(ctx, fe, c)
 }
 
+// Every command record states the checkpoint interval in force, so that
+// workers read it when the next checkpoint is due; a changed interval
+// reaches them with the next write.
+func TestCommandRecordStatesTheCheckpointInterval(t *testing.T) {
+	h := newHarness(t, false)
+	if got := h.commands().CheckpointInterval; got != 10*time.Second {
+		t.Errorf("start command: interval %s, want 10s", got)
+	}
+	h.running()
+	h.startDue()
+	if got := h.commands().CheckpointInterval; got != 10*time.Second {
+		t.Errorf("checkpoint command: interval %s, want 10s", got)
+	}
+	h.c.SetCheckpointInterval(time.Minute)
+	h.reportAll(h.c.cp.epoch)
+	h.expectContinue()
+	h.startDue()
+	if cmd := h.commands(); cmd.CheckpointInterval != time.Minute || cmd.Checkpoint == nil || cmd.Checkpoint.Epoch != 2 {
+		t.Errorf("after the change: interval %s, checkpoint %+v; want 1m with epoch 2", cmd.CheckpointInterval, cmd.Checkpoint)
+	}
+}
+
 // A finished checkpoint lets go of its subtasks' metadata: it is in the
 // record, and a job between checkpoints should hold none of it.
 func TestFinishedCheckpointLetsGoOfItsMetadata(t *testing.T) {

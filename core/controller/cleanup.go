@@ -107,9 +107,12 @@ func (c *JobController) applyCleanup(r cleanupResult) {
 
 // run removes the epochs below the new min epoch: epoch − retained, lowered
 // so the newest `retained` ready (or committing) checkpoints and the
-// protected epoch stay. Removed epochs are first marked compacted, so that
-// no restore picks one whose state workers may drop once they learn the new
-// min epoch; then their records are deleted.
+// protected epoch stay. Their records are deleted straight away, with no
+// "compacted" mark first: no restore can pick one of them, because a
+// restore takes the newest restorable epoch and every epoch below the new
+// min has `retained` restorable ones above it; and workers learn the new
+// min epoch (and may drop older state) only after every deletion
+// succeeded. A mark would cost a write of the whole item per epoch.
 func (cj cleanupJob) run(ctx context.Context) cleanupResult {
 	res := cleanupResult{epoch: cj.epoch}
 	cps, err := cj.store.ListCheckpoints(ctx, cj.jobID)
@@ -133,16 +136,6 @@ func (cj cleanupJob) run(ctx context.Context) cleanupResult {
 	}
 	if newMin <= cj.minEpoch {
 		return res
-	}
-	for _, cp := range cps {
-		if cp.Epoch >= newMin || !restorable(cp.State) {
-			continue
-		}
-		cp.State = job.CheckpointCompacted
-		if err := cj.store.UpdateCheckpoint(ctx, cj.fence, cp); err != nil {
-			res.err = fmt.Errorf("mark checkpoint %d of job %s compacted: %w", cp.Epoch, cj.jobID, err)
-			return res
-		}
 	}
 	n, err := cj.store.DeleteCheckpoints(ctx, cj.fence, cj.jobID, newMin)
 	if err != nil {

@@ -173,3 +173,31 @@ func TestCloseStopsARunningCleanup(t *testing.T) {
 		t.Errorf("stored epochs = %v, want all 8 (the cleanup was cancelled)", got)
 	}
 }
+
+// Cleanup deletes the old epochs' records without writing them first: a
+// "compacted" mark would cost a write of the whole item per epoch and
+// protects nothing (no restore picks an epoch below the new min).
+func TestCleanupDeletesWithoutMarkingFirst(t *testing.T) {
+	g := newGatedStore()
+	h := newHarness(t, false, withStore(g)) // 3 retained
+	h.running()
+	for range 8 {
+		h.completeCheckpoint()
+	}
+	updates := g.updates.Load()
+	h.expectContinue() // starts the cleanup at epoch 8
+	if !h.c.cleaning {
+		t.Fatal("no cleanup at epoch 8")
+	}
+	h.waitCleanup()
+	h.expectContinue()
+	if h.c.MinEpoch() != 5 {
+		t.Fatalf("MinEpoch = %d, want 8 − 3", h.c.MinEpoch())
+	}
+	if got := h.storedEpochs(); !slices.Equal(got, []int64{5, 6, 7, 8}) {
+		t.Errorf("stored epochs = %v, want 5..8", got)
+	}
+	if n := g.updates.Load() - updates; n != 0 {
+		t.Errorf("cleanup updated %d checkpoint records before deleting them, want none", n)
+	}
+}

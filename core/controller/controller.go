@@ -295,6 +295,9 @@ func (c *JobController) flushCommands(ctx context.Context) error {
 	if !c.cmdsDirty {
 		return nil
 	}
+	// Every write states the interval in force, so workers read when the
+	// next checkpoint is due (a changed interval reaches them with it).
+	c.cmds.CheckpointInterval = c.interval
 	stored, err := c.store.PutCommands(ctx, c.fence, c.cmds)
 	if err != nil {
 		return fmt.Errorf("write the command record of job %s: %w", c.jobID, err)

@@ -94,6 +94,7 @@ type gatedStore struct {
 	*memstore.Store
 	armed   atomic.Bool
 	lists   atomic.Int32
+	updates atomic.Int32 // UpdateCheckpoint calls
 	entered chan struct{}
 	release chan struct{}
 }
@@ -113,6 +114,11 @@ func (g *gatedStore) ListCheckpoints(ctx context.Context, id job.ID) ([]job.Chec
 		}
 	}
 	return g.Store.ListCheckpoints(ctx, id)
+}
+
+func (g *gatedStore) UpdateCheckpoint(ctx context.Context, f store.Fence, cp job.Checkpoint) error {
+	g.updates.Add(1)
+	return g.Store.UpdateCheckpoint(ctx, f, cp)
 }
 
 type harness struct {

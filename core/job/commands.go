@@ -1,5 +1,7 @@
 package job
 
+import "time"
+
 // Commands is the desired state of a job's workers: one small record per job
 // that workers read, level-triggered. A worker that missed an update still
 // sees the current command because the whole record carries it. Version
@@ -13,6 +15,13 @@ type Commands struct {
 	Checkpoint *CheckpointCommand `json:"checkpoint,omitempty"`
 	Commit     *CommitCommand     `json:"commit,omitempty"`
 	Stop       *StopCommand       `json:"stop,omitempty"`
+
+	// CheckpointInterval is the controller's periodic checkpoint interval
+	// (0: not stated). The controller starts a periodic checkpoint no
+	// sooner than this after the previous one started, so a worker that
+	// has seen one need not look for the next before this has passed:
+	// it reads the record when the next is due and seldom otherwise.
+	CheckpointInterval time.Duration `json:"checkpoint_interval,omitempty"`
 }
 
 // StartCommand tells the workers of a run which tasks to run and from which

@@ -63,35 +63,49 @@ func (t *tenure) pollLoop(ctx context.Context) error {
 // poll reads the active index once, announces each job's config version
 // to its mailbox and makes sure a loop runs every listed job. It is
 // level-based (whatever was missed is seen next time) and never waits on a
-// job: each job reads its own config and status in its own goroutine.
+// job: the jobs without a loop are taken over in bulk in goroutines of
+// their own (takeOver), and each job's loop runs in its own.
 func (t *tenure) poll(ctx context.Context) error {
 	refs, err := t.d.Store.ActiveJobs(ctx)
 	if err != nil {
 		return fmt.Errorf("read the active jobs: %w", err)
 	}
+	var idle []*jobSlot
 	for _, ref := range refs {
 		s := t.slot(ref.ID)
 		s.mb.Announce(ref.ConfigVersion)
-		t.ensureRunning(ctx, s)
+		if t.claimLoop(s) {
+			idle = append(idle, s)
+		}
 	}
+	t.takeOver(ctx, idle)
 	return nil
 }
 
-func (t *tenure) ensureRunning(ctx context.Context, s *jobSlot) {
+// claimLoop marks the job's loop running and says whether it was not.
+func (t *tenure) claimLoop(s *jobSlot) bool {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if s.running {
-		t.mu.Unlock()
-		return
+		return false
 	}
 	s.running = true
-	t.mu.Unlock()
-	t.group.Go(func() error { return t.runJob(ctx, s) })
+	return true
+}
+
+// startLoop starts the loop of a job claimLoop marked; claimed is what a
+// bulk take-over read of it under its claim, or nil.
+func (t *tenure) startLoop(ctx context.Context, s *jobSlot, claimed *store.JobState) {
+	t.group.Go(func() error { return t.runJob(ctx, s, claimed) })
 }
 
 // runJob runs one job until it is parked, ctx ends or another controller
 // owns it. Trouble taking the job over (a store error reading or claiming
 // it) is retried here with back-off; it never concerns another job.
-func (t *tenure) runJob(ctx context.Context, s *jobSlot) error {
+//
+// claimed, if not nil, is the job as a bulk take-over read it under its
+// claim: the first attempt starts from it; a retry reads the job anew.
+func (t *tenure) runJob(ctx context.Context, s *jobSlot, claimed *store.JobState) error {
 	defer func() {
 		t.mu.Lock()
 		s.running, s.runner = false, nil
@@ -99,7 +113,8 @@ func (t *tenure) runJob(ctx context.Context, s *jobSlot) error {
 	}()
 	log := t.log.With("job", string(s.id))
 	for failures := 0; ; {
-		err := t.runOnce(ctx, s)
+		err := t.runOnce(ctx, s, claimed)
+		claimed = nil
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -123,11 +138,17 @@ func (t *tenure) runJob(ctx context.Context, s *jobSlot) error {
 	}
 }
 
-// runOnce reads the job and drives it with a fresh Machine and Runner.
-func (t *tenure) runOnce(ctx context.Context, s *jobSlot) error {
-	cfg, err := t.d.Store.GetConfig(ctx, s.id)
-	if err != nil {
-		return fmt.Errorf("read config of job %s: %w", s.id, err)
+// runOnce reads the job (unless it was claimed and read in bulk) and
+// drives it with a fresh Machine and Runner.
+func (t *tenure) runOnce(ctx context.Context, s *jobSlot, claimed *store.JobState) error {
+	var cfg job.Config
+	if claimed != nil {
+		cfg = claimed.Config
+	} else {
+		var err error
+		if cfg, err = t.d.Store.GetConfig(ctx, s.id); err != nil {
+			return fmt.Errorf("read config of job %s: %w", s.id, err)
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		// The config API validates; a stored config that does not is left
@@ -136,7 +157,8 @@ func (t *tenure) runOnce(ctx context.Context, s *jobSlot) error {
 			"job", string(s.id), "version", cfg.Version, "err", err)
 		return t.awaitVersion(ctx, s, cfg.Version)
 	}
-	// The Machine claims the job and reads its status itself (Start).
+	// The Machine claims the job and reads its status itself (Start),
+	// unless that was done in bulk.
 	m := state.NewMachine(state.Deps{
 		Store:     t.d.Store,
 		Fleet:     t.d.Fleet,
@@ -147,6 +169,12 @@ func (t *tenure) runOnce(ctx context.Context, s *jobSlot) error {
 		Fence:     t.fence,
 		Rand:      t.d.Rand,
 	}, cfg, job.Status{})
+	if claimed != nil {
+		m.UseClaimed(*claimed)
+	}
+	if t.d.OnTakenOver != nil {
+		m.OnStarted(func() { t.d.OnTakenOver(s.id) })
+	}
 	r := state.NewRunner(m, s.mb, t.park)
 	if t.d.OnTick != nil {
 		r.OnTick(t.d.OnTick)

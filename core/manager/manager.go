@@ -61,6 +61,10 @@ type Deps struct {
 	// OnTick, if set, is told how late each job's progress tick ran
 	// (state.Runner.OnTick); it is called from every job's goroutine.
 	OnTick func(late time.Duration)
+	// OnTakenOver, if set, is told when a job's loop has taken the job
+	// over (claimed it, read it, adopted or resumed its run); it is called
+	// from every job's goroutine.
+	OnTakenOver func(id job.ID)
 }
 
 // Manager runs the jobs. It is reusable: each Run is one tenure as leader.
@@ -123,6 +127,8 @@ type tenure struct {
 	// received before the tenure knows which jobs it runs.
 	polled chan struct{}
 	acks   *ackQueue
+	// bulk bounds the bulk take-overs in flight (takeOver).
+	bulk chan struct{}
 }
 
 // Run acts as leader under fence until ctx ends (nil) or a job shows that
@@ -139,6 +145,7 @@ func (m *Manager) Run(ctx context.Context, fence store.Fence) error {
 		jobs:   map[job.ID]*jobSlot{},
 		polled: make(chan struct{}),
 		acks:   newAckQueue(),
+		bulk:   make(chan struct{}, takeoverParallel),
 	}
 	t.log.Info("controller acting as leader")
 	if r, ok := m.d.Inbox.(inbox.Runner); ok {

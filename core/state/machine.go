@@ -36,7 +36,22 @@ type Machine struct {
 	retryAt  time.Time
 	lastErr  error
 	lost     error
+
+	// claimed is what a bulk take-over read of the job under its claim
+	// (UseClaimed), until Start has used it.
+	claimed *store.JobState
+	// onStarted, if set, is called once Start has taken the job over.
+	onStarted func()
 }
+
+// UseClaimed gives the Machine what a bulk take-over (store.Takeover) read
+// of the job after claiming it under the Machine's fence: Start then
+// neither claims nor reads the job again. Call it before Start.
+func (m *Machine) UseClaimed(js store.JobState) { m.claimed = &js }
+
+// OnStarted sets a function called once Start has taken the job over (for
+// take-over benchmarks). Set it before Start.
+func (m *Machine) OnStarted(fn func()) { m.onStarted = fn }
 
 // NewMachine prepares a machine for a job whose config was just read. st
 // is replaced by the status Start reads once it has claimed the job. Start
@@ -70,39 +85,52 @@ func (m *Machine) AtRest() bool {
 
 // Start takes the job over. It first claims the job under this
 // controller's fence, so no earlier leader can write for it any more, and
-// only then reads the status it continues from. A run an earlier controller
+// only then reads the status it continues from (or starts from what a bulk
+// take-over claimed and read: UseClaimed). A run an earlier controller
 // left active is adopted as it stands (same run id, same workers) where its
 // state allows (see adoptable); otherwise the stored state is resumed,
-// which for an active run means a new one. The status is persisted under
-// the fence before anything else, then a config version the job has not
-// acted on is reacted to.
+// which for an active run means a new one. A status Start changed is
+// persisted under the fence before anything else, then a config version
+// the job has not acted on is reacted to.
 func (m *Machine) Start(ctx context.Context) error {
-	if err := m.claim(ctx); err != nil {
-		return err
-	}
-	stored := m.c.Status.State
-	m.c.EnteredAt = m.c.Now()
-	adopted, err := m.adopt(ctx)
+	claimed := m.claimed
+	m.claimed = nil
+	stored, err := m.claim(ctx, claimed)
 	if err != nil {
 		return err
 	}
+	m.c.EnteredAt = m.c.Now()
+	adopted, err := m.adopt(ctx, claimed)
+	if err != nil {
+		return err
+	}
+	changed := !stored
 	if adopted != nil {
 		m.cur = adopted
 	} else {
 		m.cur = resume(m.c)
-		if m.cur.Name() != stored {
-			m.c.Logger().Info("resuming job", "stored_state", stored, "state", m.cur.Name())
+		if name := m.c.Status.State; m.cur.Name() != name {
+			m.c.Logger().Info("resuming job", "stored_state", name, "state", m.cur.Name())
 			if m.cur.Name() == job.Scheduling {
 				newRun(&m.c.Status, m.c.Now())
 			}
 			m.c.Status.State = m.cur.Name()
 			m.c.Status.TransitionedAt = m.c.Now()
+			changed = true
 		}
 	}
-	// Claim the job under this fence before acting on it.
-	if err := m.persist(ctx); err != nil {
-		m.c.closeController()
-		return m.lostOr(err)
+	// A status Start changed is persisted under the fence before anything
+	// acts on it. One taken over as stored is not rewritten: the claim
+	// already put this controller's fence on it, and an unchanged write
+	// would cost a request per job at every take-over.
+	if changed {
+		if err := m.persist(ctx); err != nil {
+			m.c.closeController()
+			return m.lostOr(err)
+		}
+	}
+	if m.onStarted != nil {
+		m.onStarted()
 	}
 	m.entering = true
 	if adopted != nil {
@@ -124,37 +152,62 @@ func (m *Machine) Start(ctx context.Context) error {
 
 // claim fences the job's items under this controller and reads the status
 // as it stands after that: a write the predecessor made before the claim
-// is seen, one after it is refused.
-func (m *Machine) claim(ctx context.Context) error {
+// is seen, one after it is refused. A job claimed in bulk comes with what
+// was read of it (store.Takeover.ClaimJobs claims only what is unchanged
+// since the read, so that is the state after the claim). stored says
+// whether a status was stored.
+func (m *Machine) claim(ctx context.Context, claimed *store.JobState) (stored bool, err error) {
 	id := m.c.Config.JobID
-	if err := m.c.Store.Claim(ctx, m.c.Fence, id); err != nil {
-		return m.lostOr(fmt.Errorf("claim job %s: %w", id, err))
+	var st job.Status
+	if claimed != nil {
+		st, stored = claimed.Status, claimed.HasStatus
+	} else {
+		if err := m.c.Store.Claim(ctx, m.c.Fence, id); err != nil {
+			return false, m.lostOr(fmt.Errorf("claim job %s: %w", id, err))
+		}
+		st, err = m.c.Store.GetStatus(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return false, fmt.Errorf("read status of job %s: %w", id, err)
+		default:
+			stored = true
+		}
 	}
-	st, err := m.c.Store.GetStatus(ctx, id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
+	if !stored {
 		st = job.Status{JobID: id, State: job.Created}
-	case err != nil:
-		return fmt.Errorf("read status of job %s: %w", id, err)
 	}
 	if st.State == "" {
 		st.State = job.Created
 	}
 	m.c.Status = st
-	return nil
+	return stored, nil
 }
 
 // adopt rebuilds the controller of the run the job's stored state left
 // active, if that state can carry it on. A run that cannot be adopted (its
 // command record is of another run) gives nil, so a new run is started; a
 // store error is returned, so the take-over is retried rather than the
-// job restarted.
-func (m *Machine) adopt(ctx context.Context) (Adoptable, error) {
+// job restarted. A job claimed in bulk is adopted from what was read.
+func (m *Machine) adopt(ctx context.Context, claimed *store.JobState) (Adoptable, error) {
 	s := adoptable(m.c)
 	if s == nil {
 		return nil, nil
 	}
-	ctl, err := controller.AdoptRun(ctx, m.c.controllerDeps(), m.c.Config, m.c.Status)
+	var (
+		ctl *controller.JobController
+		err error
+	)
+	switch {
+	case claimed == nil:
+		ctl, err = controller.AdoptRun(ctx, m.c.controllerDeps(), m.c.Config, m.c.Status)
+	case !claimed.HasCommands:
+		err = fmt.Errorf("read the command record of job %s: %w", m.c.Status.JobID, store.ErrNotFound)
+	default:
+		ctl, err = controller.AdoptRead(ctx, m.c.controllerDeps(), m.c.Config, m.c.Status, controller.RunRecords{
+			Commands: claimed.Commands, Checkpoints: claimed.Checkpoints, MaxEpoch: claimed.MaxEpoch,
+		})
+	}
 	if errors.Is(err, controller.ErrNotAdoptable) {
 		m.c.Logger().Warn("run not adopted; a new run starts", "state", m.c.Status.State, "err", err)
 		return nil, nil

@@ -41,6 +41,11 @@ var (
 	// ErrEpochNotIncreasing is returned when a checkpoint epoch is not
 	// above every epoch the job has had.
 	ErrEpochNotIncreasing = errors.New("checkpoint epoch does not increase")
+	// ErrChanged is returned by Takeover.ClaimJobs for a job whose items
+	// changed after ReadJobs read them, or that could not be claimed in
+	// bulk: nothing was claimed for it; take it over one at a time (Claim,
+	// then read).
+	ErrChanged = errors.New("job changed since it was read, or cannot be claimed in bulk")
 )
 
 // ConflictError tells a writer which version it expected and which is stored
@@ -126,9 +131,11 @@ type Checkpoints interface {
 	MaxEpoch(ctx context.Context, id job.ID) (int64, error)
 	// DeleteCheckpoints removes the stored epochs below the given one and
 	// says how many it removed. MaxEpoch is unaffected. It fails with
-	// ErrFenced, deleting nothing, when the job's status or one of those
-	// checkpoints was written (or the job claimed) under a higher fence: a
-	// deposed leader must not delete the epoch its successor restores from.
+	// ErrFenced, deleting nothing, when the job's status was written (or
+	// the job claimed) under a higher fence, and stops at the first of
+	// those checkpoints written under a higher fence (older ones may be
+	// gone by then): a deposed leader must not delete the epoch its
+	// successor restores from.
 	DeleteCheckpoints(ctx context.Context, f Fence, id job.ID, below int64) (int, error)
 }
 
@@ -165,6 +172,52 @@ type Index interface {
 	Park(ctx context.Context, f Fence, id job.ID, configVersion int64) error
 }
 
+// MaxTakeoverBatch is the most jobs one ReadJobs or ClaimJobs call takes.
+const MaxTakeoverBatch = 100
+
+// JobState is what a new leader reads of a job to take it over: every
+// record Claim fences plus the config. Mark is the reading store's own
+// record of the items' write tokens, for ClaimJobs; nothing else reads it.
+type JobState struct {
+	ID     job.ID
+	Config job.Config
+	// Status is the stored status; HasStatus is false when none is.
+	Status    job.Status
+	HasStatus bool
+	// Commands is the command record; HasCommands is false when none is.
+	Commands    job.Commands
+	HasCommands bool
+	// Checkpoints are the stored epochs, oldest first.
+	Checkpoints []job.Checkpoint
+	MaxEpoch    int64
+	// Err is nil, or ErrNotFound when the job has no config (nothing else
+	// was read of it).
+	Err  error
+	Mark any
+}
+
+// Takeover reads and claims many jobs in a few requests: what a new
+// leader needs for the jobs it takes over at once. Claiming after reading
+// is as safe as reading after claiming (Machine.Start's order) because
+// ClaimJobs claims a job only if nothing of it changed since the read: a
+// claimed job's JobState is then what a read right after the claim would
+// have returned, and no earlier leader can change it any more.
+type Takeover interface {
+	// ReadJobs reads, strongly consistently, the config, status, command
+	// record, checkpoints and epoch counter of each job (at most
+	// MaxTakeoverBatch), in the order given. A job without a config has
+	// Err ErrNotFound. An error of the call means nothing was read.
+	ReadJobs(ctx context.Context, ids []job.ID) ([]JobState, error)
+	// ClaimJobs claims each job under f as Claim does, on all of its items
+	// or on none, and only if none of them changed since ReadJobs returned
+	// its state (a write, a deletion, a new checkpoint or epoch). It
+	// returns one error per job, in order: nil (claimed; its JobState is
+	// current), ErrFenced (a higher fence claimed or wrote it), ErrChanged
+	// (nothing claimed: claim and read it one at a time), or the error of
+	// a request that failed (nothing known to be claimed).
+	ClaimJobs(ctx context.Context, f Fence, jobs []JobState) []error
+}
+
 // Store is everything the controller persists.
 type Store interface {
 	Fencing
@@ -173,4 +226,5 @@ type Store interface {
 	Checkpoints
 	Commands
 	Index
+	Takeover
 }

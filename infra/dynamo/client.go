@@ -2,10 +2,12 @@ package dynamo
 
 import (
 	"errors"
+	"net/http"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
@@ -16,6 +18,10 @@ import (
 // throttles from a 1 s base, other errors from DynamoDB's 25 ms) before the
 // controller's own, slower retry takes over.
 const (
+	// idleConns is the idle connections kept per host: readParallel
+	// requests of each of the manager's 8 bulk take-overs.
+	idleConns = 128
+
 	retryMaxAttempts = 8
 	retryMaxBackoff  = 5 * time.Second
 	retryBaseDelay   = 25 * time.Millisecond
@@ -66,10 +72,25 @@ func transactionConflictOnly(err error) aws.Ternary {
 // configuration the caller loaded. Unless cfg carries its own retryer, the
 // client uses NewRetryer; optFns (request accounting middleware, a custom
 // retryer, an endpoint) are applied last.
+//
+// The SDK's own HTTP client keeps 10 idle connections per host; NewClient
+// keeps idleConns, so the bursts of a take-over (up to 128 requests in
+// flight) reuse connections instead of opening one, TLS handshake and all,
+// for most requests.
 func NewClient(cfg aws.Config, optFns ...func(*dynamodb.Options)) *dynamodb.Client {
-	opts := make([]func(*dynamodb.Options), 0, len(optFns)+1)
+	opts := make([]func(*dynamodb.Options), 0, len(optFns)+2)
 	if cfg.Retryer == nil {
 		opts = append(opts, func(o *dynamodb.Options) { o.Retryer = NewRetryer() })
+	}
+	if hc, ok := cfg.HTTPClient.(*awshttp.BuildableClient); ok || cfg.HTTPClient == nil {
+		if hc == nil {
+			hc = awshttp.NewBuildableClient()
+		}
+		opts = append(opts, func(o *dynamodb.Options) {
+			o.HTTPClient = hc.WithTransportOptions(func(tr *http.Transport) {
+				tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, idleConns)
+			})
+		})
 	}
 	return dynamodb.NewFromConfig(cfg, append(opts, optFns...)...)
 }

@@ -30,7 +30,7 @@ const (
 
 	// Write tokens (see tokens.go): the token of the last record write of
 	// an item, of the last epoch reservation, and of the last transaction
-	// (checkpoint deletion, park), the last two on the status item.
+	// (park), the last two on the status item.
 	attrToken      = "wtok"
 	attrEpochToken = "etok"
 	attrBatchToken = "ttok"
@@ -147,6 +147,8 @@ type commandsItem struct {
 	Checkpoint *job.CheckpointCommand `json:"checkpoint,omitempty"`
 	Commit     *job.CommitCommand     `json:"commit,omitempty"`
 	Stop       *job.StopCommand       `json:"stop,omitempty"`
+	// CheckpointInterval is whole nanoseconds, like every duration.
+	CheckpointInterval time.Duration `json:"checkpoint_interval,omitempty"`
 }
 
 type startAttr struct {
@@ -179,6 +181,7 @@ func newCommandsItem(f int64, tok string, c job.Commands) (commandsItem, error) 
 		PK: jobKey(c.JobID), SK: skCommands, Fence: f, Token: tok,
 		JobID: c.JobID, RunID: c.RunID, Version: c.Version,
 		Checkpoint: c.Checkpoint, Commit: c.Commit, Stop: c.Stop,
+		CheckpointInterval: c.CheckpointInterval,
 	}
 	if c.Start != nil {
 		gz, err := gzipJSON(c.Start.Assignments)
@@ -194,6 +197,7 @@ func (it commandsItem) commands() (job.Commands, error) {
 	c := job.Commands{
 		JobID: it.JobID, RunID: it.RunID, Version: it.Version,
 		Checkpoint: it.Checkpoint, Commit: it.Commit, Stop: it.Stop,
+		CheckpointInterval: it.CheckpointInterval,
 	}
 	if it.Start != nil {
 		c.Start = &job.StartCommand{Program: it.Start.Program, RestoreEpoch: it.Start.RestoreEpoch}
@@ -379,4 +383,43 @@ func numberAttr(item map[string]types.AttributeValue, name string) (int64, bool)
 		return 0, false
 	}
 	return v, true
+}
+
+// ItemBytes is the size DynamoDB bills (1 KB write units, 4 KB read units)
+// and limits an item by, for the record v as this store writes it: a
+// job.Config, job.Status, job.Commands or job.Checkpoint, with its key,
+// fence and write token. Cost models use it so that they bill the items
+// the store really writes (gzipped assignments and operator metadata), not
+// the records' JSON.
+func ItemBytes(v any) (int, error) {
+	tok := newToken()
+	var (
+		it       any
+		headroom int
+	)
+	switch v := v.(type) {
+	case job.Config:
+		it = configItem{PK: jobKey(v.JobID), SK: skConfig, Active: activeValue, Token: tok, Config: v}
+	case job.Status:
+		it, headroom = statusItem{PK: jobKey(v.JobID), SK: skStatus, Fence: 1, Token: tok, Status: v}, statusHeadroom
+	case job.Commands:
+		c, err := newCommandsItem(1, tok, v)
+		if err != nil {
+			return 0, err
+		}
+		it = c
+	case job.Checkpoint:
+		c, err := newCheckpointItem(1, tok, v)
+		if err != nil {
+			return 0, err
+		}
+		it = c
+	default:
+		return 0, fmt.Errorf("dynamo: ItemBytes of a %T: want a job.Config, job.Status, job.Commands or job.Checkpoint", v)
+	}
+	item, err := marshal(it)
+	if err != nil {
+		return 0, err
+	}
+	return itemSize(item) + headroom, nil
 }

@@ -572,13 +572,24 @@ func (s *Store) transact(ctx context.Context, items []types.TransactWriteItem, k
 	return refusedAction{}, false, fmt.Errorf("transaction cancelled %s: %w", reasonCodes(reasons), err)
 }
 
-// DeleteCheckpoints deletes the epochs below the bound in transactions of
-// up to 99 deletes plus a fence check on the status item (batchMark): each
-// delete only if no newer controller wrote that checkpoint, all of them
-// only if no newer controller wrote or claimed the status. A former leader
-// must not delete the checkpoint its successor is restoring from, even one
-// the successor never wrote. The epoch counter is untouched; the fences a
-// claim left on reserved epochs below the bound go too.
+// DeleteCheckpoints deletes the epochs below the bound, oldest first, each
+// with a conditional DeleteItem that only deletes an item no newer
+// controller wrote or claimed, after a strongly consistent read of the
+// status item's fence. A former leader must not delete the checkpoint its
+// successor is restoring from, even one the successor never wrote: the
+// successor's Claim raises the fence of the status item first and then of
+// every checkpoint item, and lists the checkpoints only after that, so a
+// deposed leader's delete either lands before the successor looks (as if
+// it came before the take-over) or is refused. The epoch counter is
+// untouched; the fences a claim left on reserved epochs below the bound go
+// too.
+//
+// This costs a read unit for the fence and one write unit per KB of each
+// deleted item. A transaction of the deletes and a fence mark, as an
+// earlier version did, costs twice the write units of every item and one
+// more for the mark, and added nothing the ordering above does not give.
+// A refused delete stops the call: older epochs it deleted stay deleted
+// (they were below the bound either way), newer ones stay.
 func (s *Store) DeleteCheckpoints(ctx context.Context, f store.Fence, id job.ID, below int64) (int, error) {
 	if err := validID(id); err != nil {
 		return 0, err
@@ -604,54 +615,68 @@ func (s *Store) DeleteCheckpoints(ctx context.Context, f store.Fence, id job.ID,
 	if err != nil {
 		return 0, fmt.Errorf("list checkpoints of job %s to delete: %w", id, err)
 	}
+	if len(cps) == 0 {
+		return 0, nil
+	}
+	if err := s.checkStatusFence(ctx, f, id); err != nil {
+		return 0, err
+	}
 	guard, err := expression.NewBuilder().WithCondition(fenceOK(f)).Build()
 	if err != nil {
 		return 0, fmt.Errorf("build fence condition: %w", err)
 	}
-	tok := newToken()
-	deleted, chunks := 0, 0
-	for chunk := range slices.Chunk(cps, maxTransactItems-1) {
-		// One token per transaction: each is its own write.
-		chunkTok := fmt.Sprintf("%s/%d", tok, chunks)
-		chunks++
-		mark, err := s.batchMark(f, id, chunkTok)
-		if err != nil {
-			return deleted, err
-		}
-		items := []types.TransactWriteItem{mark}
-		keys := []map[string]types.AttributeValue{key(jobKey(id), skStatus)}
-		records := 0
-		for _, cp := range chunk {
-			if cp.record {
-				records++
-			}
-			k := key(jobKey(id), cp.sk)
-			keys = append(keys, k)
-			items = append(items, types.TransactWriteItem{Delete: &types.Delete{
-				TableName:                           &s.table,
-				Key:                                 k,
-				ConditionExpression:                 guard.Condition(),
-				ExpressionAttributeNames:            guard.Names(),
-				ExpressionAttributeValues:           guard.Values(),
-				ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-			}})
-		}
-		r, refused, err := s.transact(ctx, items, keys)
+	deleted := 0
+	for _, cp := range cps {
+		// A resent delete whose first attempt landed finds no item, and
+		// the condition holds for a missing item: it succeeds again.
+		k := key(jobKey(id), cp.sk)
+		_, err := s.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+			TableName:                           &s.table,
+			Key:                                 k,
+			ConditionExpression:                 guard.Condition(),
+			ExpressionAttributeNames:            guard.Names(),
+			ExpressionAttributeValues:           guard.Values(),
+			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+		})
+		cur, refused, err := s.refusal(ctx, k, err)
 		switch {
 		case refused && err != nil:
-			return deleted, fmt.Errorf("delete checkpoints of job %s: a condition refused the delete: %w", id, err)
-		case refused && r.index == 0 && r.cur.batchToken == chunkTok:
-			// A retry of this transaction, which had landed.
-		case refused && r.index == 0:
-			return deleted, fencedError(fmt.Sprintf("status of job %s", id), f, r.cur)
+			return deleted, fmt.Errorf("delete checkpoint item %s of job %s: a condition refused the delete: %w", cp.sk, id, err)
 		case refused:
-			return deleted, fencedError(fmt.Sprintf("checkpoint item %s of job %s", chunk[r.index-1].sk, id), f, r.cur)
+			return deleted, fencedError(fmt.Sprintf("checkpoint item %s of job %s", cp.sk, id), f, cur)
 		case err != nil:
-			return deleted, fmt.Errorf("delete checkpoints of job %s: %w", id, err)
+			return deleted, fmt.Errorf("delete checkpoint item %s of job %s: %w", cp.sk, id, err)
 		}
-		deleted += records
+		if cp.record {
+			deleted++
+		}
 	}
 	return deleted, nil
+}
+
+// checkStatusFence fails with store.ErrFenced when the job's status item
+// was written or claimed under a fence above f: one strongly consistent
+// read of the fence alone.
+func (s *Store) checkStatusFence(ctx context.Context, f store.Fence, id job.ID) error {
+	proj := expression.NamesList(expression.Name(attrFence))
+	expr, err := expression.NewBuilder().WithProjection(proj).Build()
+	if err != nil {
+		return fmt.Errorf("build fence projection: %w", err)
+	}
+	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:                &s.table,
+		Key:                      key(jobKey(id), skStatus),
+		ProjectionExpression:     expr.Projection(),
+		ExpressionAttributeNames: expr.Names(),
+		ConsistentRead:           aws.Bool(true),
+	})
+	if err != nil {
+		return fmt.Errorf("read the fence of job %s: %w", id, err)
+	}
+	if cur := storedOf(out.Item); cur.fence > int64(f) {
+		return fencedError(fmt.Sprintf("status of job %s", id), f, cur)
+	}
+	return nil
 }
 
 // ActiveJobs is one paginated Query of the sparse active-jobs index: only

@@ -12,8 +12,9 @@ package dynamo
 // So every conditional write generates one random token per logical call
 // and stores it on the item it writes: `wtok` for a record (config,
 // status, command record, checkpoint), `etok` on the status item for an
-// epoch reservation, `ttok` on the status item for a transaction (deleting
-// checkpoints, parking a job). The SDK resends the same request, token
+// epoch reservation, `ttok` on the status item for a transaction (parking
+// a job). Deleting checkpoints needs none: a resent delete of an item
+// that is gone succeeds again. The SDK resends the same request, token
 // included. A failed condition whose returned item (ALL_OLD, or the
 // fallback read) carries the call's token is the call's own earlier
 // success, and the call returns as if that attempt had answered. A write

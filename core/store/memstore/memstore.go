@@ -38,6 +38,9 @@ type Store struct {
 	// DeleteCheckpoints or Park, which the DynamoDB store keeps on the
 	// status item: deleted items cannot carry a token themselves.
 	batches map[job.ID]batch
+	// revs counts, per job, the writes to items a claim fences (not the
+	// config, not claims): ClaimJobs compares it with ReadJobs' mark.
+	revs map[job.ID]int64
 
 	failNext    error
 	writes      int
@@ -73,6 +76,7 @@ func New() *Store {
 		fences:        map[job.ID]store.Fence{},
 		commandFences: map[job.ID]store.Fence{},
 		batches:       map[job.ID]batch{},
+		revs:          map[job.ID]int64{},
 	}
 }
 
@@ -130,6 +134,12 @@ func write[R any](s *Store, apply func(tok string) (R, error)) (R, error) {
 		r, err = apply(tok)
 	}
 	return r, err
+}
+
+// changed counts a write to one of the job's fenced items.
+func (s *Store) changed(id job.ID) {
+	s.writes++
+	s.revs[id]++
 }
 
 func check(stored store.Fence, f store.Fence) error {
@@ -199,7 +209,7 @@ func (s *Store) PutStatus(_ context.Context, f store.Fence, st job.Status) (job.
 		next.Version++
 		s.statuses[st.JobID] = item[job.Status]{v: next, fence: f, tok: tok}
 		s.fences[st.JobID] = f
-		s.writes++
+		s.changed(st.JobID)
 		return cloneStatus(next), nil
 	})
 }
@@ -207,28 +217,31 @@ func (s *Store) PutStatus(_ context.Context, f store.Fence, st job.Status) (job.
 // Claim raises the fence of every item of the job to f at once. It needs
 // no token: applying it twice is applying it once.
 func (s *Store) Claim(_ context.Context, f store.Fence, id job.ID) error {
-	_, err := write(s, func(string) (struct{}, error) {
-		if err := check(s.fences[id], f); err != nil {
-			return struct{}{}, fmt.Errorf("claim job %s: status: %w", id, err)
-		}
-		if err := check(s.commandFences[id], f); err != nil {
-			return struct{}{}, fmt.Errorf("claim job %s: command record: %w", id, err)
-		}
-		for e, cp := range s.cps[id] {
-			if err := check(cp.fence, f); err != nil {
-				return struct{}{}, fmt.Errorf("claim job %s: checkpoint %d: %w", id, e, err)
-			}
-		}
-		s.fences[id] = f
-		s.commandFences[id] = f
-		for e, cp := range s.cps[id] {
-			cp.fence = f
-			s.cps[id][e] = cp
-		}
-		s.writes++
-		return struct{}{}, nil
-	})
+	_, err := write(s, func(string) (struct{}, error) { return struct{}{}, s.claim(f, id) })
 	return err
+}
+
+// claim is Claim under the lock.
+func (s *Store) claim(f store.Fence, id job.ID) error {
+	if err := check(s.fences[id], f); err != nil {
+		return fmt.Errorf("claim job %s: status: %w", id, err)
+	}
+	if err := check(s.commandFences[id], f); err != nil {
+		return fmt.Errorf("claim job %s: command record: %w", id, err)
+	}
+	for e, cp := range s.cps[id] {
+		if err := check(cp.fence, f); err != nil {
+			return fmt.Errorf("claim job %s: checkpoint %d: %w", id, e, err)
+		}
+	}
+	s.fences[id] = f
+	s.commandFences[id] = f
+	for e, cp := range s.cps[id] {
+		cp.fence = f
+		s.cps[id][e] = cp
+	}
+	s.writes++
+	return nil
 }
 
 func (s *Store) CreateCheckpoint(_ context.Context, f store.Fence, cp job.Checkpoint) error {
@@ -248,7 +261,7 @@ func (s *Store) CreateCheckpoint(_ context.Context, f store.Fence, cp job.Checkp
 		s.cps[cp.JobID][cp.Epoch] = item[job.Checkpoint]{v: cloneCheckpoint(cp), fence: f, tok: tok}
 		s.maxEpoch[cp.JobID] = cp.Epoch
 		s.fences[cp.JobID] = f
-		s.writes++
+		s.changed(cp.JobID)
 		return struct{}{}, nil
 	})
 	return err
@@ -267,7 +280,7 @@ func (s *Store) UpdateCheckpoint(_ context.Context, f store.Fence, cp job.Checkp
 			return struct{}{}, fmt.Errorf("checkpoint %d of job %s: %w", cp.Epoch, cp.JobID, err)
 		}
 		s.cps[cp.JobID][cp.Epoch] = item[job.Checkpoint]{v: cloneCheckpoint(cp), fence: f, tok: tok}
-		s.writes++
+		s.changed(cp.JobID)
 		return struct{}{}, nil
 	})
 	return err
@@ -320,7 +333,7 @@ func (s *Store) DeleteCheckpoints(_ context.Context, f store.Fence, id job.ID, b
 		}
 		if n > 0 {
 			s.batches[id] = batch{tok: tok, n: n}
-			s.writes++
+			s.changed(id)
 		}
 		return n, nil
 	})
@@ -352,7 +365,7 @@ func (s *Store) PutCommands(_ context.Context, f store.Fence, c job.Commands) (j
 		next.Version = cur.v.Version + 1
 		s.commands[c.JobID] = item[job.Commands]{v: next, fence: f, tok: tok}
 		s.commandFences[c.JobID] = f
-		s.writes++
+		s.changed(c.JobID)
 		return cloneCommands(next), nil
 	})
 }
@@ -388,7 +401,7 @@ func (s *Store) Park(_ context.Context, f store.Fence, id job.ID, configVersion 
 		}
 		delete(s.active, id)
 		s.batches[id] = batch{tok: tok}
-		s.writes++
+		s.changed(id)
 		return struct{}{}, nil
 	})
 	return err

@@ -51,6 +51,7 @@ func Run(t *testing.T, newStore NewStore, opts ...Option) {
 	t.Run("Checkpoints", func(t *testing.T) { runCheckpoints(t, newStore) })
 	t.Run("Index", func(t *testing.T) { runIndex(t, newStore) })
 	t.Run("Claims", func(t *testing.T) { runClaims(t, newStore) })
+	t.Run("Takeover", func(t *testing.T) { runTakeover(t, newStore) })
 	t.Run("Concurrency", func(t *testing.T) {
 		if o.skipRaces != "" {
 			t.Skip(o.skipRaces)
@@ -170,6 +171,8 @@ func Commands(id job.ID) job.Commands {
 		Checkpoint: &job.CheckpointCommand{Epoch: 7, MinEpoch: 2, ThenStop: true},
 		Commit:     &job.CommitCommand{Epoch: 6},
 		Stop:       &job.StopCommand{Mode: job.StopGraceful},
+
+		CheckpointInterval: 15 * time.Second,
 	}
 }
 
