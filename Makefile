@@ -47,11 +47,11 @@ run:
 localstack-up:
 	@mkdir -p bin/linux .localstack
 	CGO_ENABLED=0 GOOS=linux GOARCH=$$($(GO) env GOARCH) $(GO) build -o bin/linux/weir-resources ./cmd/weir-resources
-	docker compose -f localstack/compose.yaml up -d --wait
-	@echo "LocalStack is up; run weir on it with: WEIR_EMULATOR=external AWS_ENDPOINT_URL=http://127.0.0.1:4566 make run"
+	EMULATOR_PORT=$(EMULATOR_PORT) docker compose -f localstack/compose.yaml up -d --wait
+	@echo "LocalStack is up; run weir on it with: WEIR_EMULATOR=external AWS_ENDPOINT_URL=http://127.0.0.1:$(EMULATOR_PORT) make run"
 
 localstack-down:
-	docker compose -f localstack/compose.yaml down
+	EMULATOR_PORT=$(EMULATOR_PORT) docker compose -f localstack/compose.yaml down
 
 # The short fault campaigns (docs/chaos.md) run after the other tests, on
 # the emulator alone: at least 200 faults each, no violation, figures printed.

@@ -1,8 +1,10 @@
 package controller
 
 import (
+	"math"
 	"time"
 
+	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/telemetry"
 )
 
@@ -137,3 +139,32 @@ func rate(from, to uint64, secs float64) float64 {
 	}
 	return float64(to-from) / secs
 }
+
+// Health is the run's summary for the job's status: the last heartbeat of
+// the least recently heard worker (what the heartbeat time-out judges) and
+// the record rates of the last aggregation. Times are wall-clock UTC to the
+// millisecond, rates to the hundredth, so a summary that did not move
+// compares equal.
+func (c *JobController) Health() job.Health {
+	h := job.Health{
+		RecordsInPerSec:  round2(c.last.RecordsInRate),
+		RecordsOutPerSec: round2(c.last.RecordsOutRate),
+		TakenAt:          wall(c.clock.Now()),
+	}
+	oldest, any := time.Duration(0), false
+	for i := range c.workers {
+		if w := &c.workers[i]; w.heard && (!any || w.lastSeen < oldest) {
+			oldest, any = w.lastSeen, true
+		}
+	}
+	if any {
+		h.HeartbeatAt = wall(c.base.Add(oldest))
+	}
+	return h
+}
+
+// wall drops t's monotonic reading and zone and keeps milliseconds: what a
+// stored time needs.
+func wall(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
+
+func round2(f float64) float64 { return math.Round(f*100) / 100 }

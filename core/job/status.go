@@ -57,6 +57,9 @@ const (
 type Failure struct {
 	Message string      `json:"message"`
 	Domain  ErrorDomain `json:"domain"`
+	// At is when the controller recorded it (zero for failures recorded
+	// before the field existed).
+	At time.Time `json:"at,omitzero"`
 }
 
 // Status is what the controller knows of a job. Only the controller holding
@@ -85,5 +88,33 @@ type Status struct {
 	Parallelism map[string]int `json:"parallelism,omitempty"`
 
 	LastReadyEpoch int64 `json:"last_ready_epoch"`
-	MinEpoch       int64 `json:"min_epoch"`
+	// LastReadyAt is when the controller saw LastReadyEpoch become ready
+	// (zero when it did not see it: an epoch restored from an earlier run
+	// keeps the time that run recorded).
+	LastReadyAt time.Time `json:"last_ready_at,omitzero"`
+	MinEpoch    int64     `json:"min_epoch"`
+
+	// Health is the controller's summary of the current run, taken with
+	// every status write.
+	Health Health `json:"health,omitzero"`
+}
+
+// Health is what an operator watching a job needs between status writes.
+// It is taken whenever the status is written, so it is as old as the
+// status item: readers compute ages (now - HeartbeatAt) at read time, which
+// stay true upper bounds between writes.
+type Health struct {
+	// HeartbeatAt is the last heartbeat of the run's least recently heard
+	// worker: every worker heard from in the run has reported since. It is
+	// the figure the heartbeat time-out is judged by, so while a job
+	// recovers it shows how close the slowest worker is to being given up
+	// on (the newest heartbeat would hide one silent worker behind the
+	// others). Zero until a worker of the run is heard from.
+	HeartbeatAt time.Time `json:"heartbeat_at,omitzero"`
+	// RecordsInPerSec and RecordsOutPerSec are the run's rates over the
+	// controller's metrics window.
+	RecordsInPerSec  float64 `json:"records_in_per_sec,omitempty"`
+	RecordsOutPerSec float64 `json:"records_out_per_sec,omitempty"`
+	// TakenAt is when the summary was taken.
+	TakenAt time.Time `json:"taken_at,omitzero"`
 }

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"time"
 
 	"github.com/weirstream/weir/core/job"
 )
@@ -15,8 +16,9 @@ type Failing struct {
 func (*Failing) Name() job.State { return job.Failing }
 
 func (f *Failing) Enter(ctx context.Context, c *Context) (Transition, error) {
-	if c.Status.Failure == nil || *c.Status.Failure != f.Failure {
+	if cur := c.Status.Failure; cur == nil || cur.Message != f.Failure.Message || cur.Domain != f.Failure.Domain {
 		failure := f.Failure
+		failure.At = c.Now().UTC().Truncate(time.Millisecond)
 		c.Status.Failure = &failure
 		c.MarkDirty()
 	}

@@ -542,6 +542,7 @@ func (m *Machine) move(ctx context.Context, tr Transition) {
 // and only this job's loop writes its status): the write is made again on
 // top of it.
 func (m *Machine) persist(ctx context.Context) error {
+	takeHealth(m.c)
 	st, err := m.c.Store.PutStatus(ctx, m.c.Fence, m.c.Status)
 	var ce *store.ConflictError
 	if errors.As(err, &ce) && ce.CurrentFence == m.c.Fence {
@@ -559,6 +560,25 @@ func (m *Machine) persist(ctx context.Context) error {
 	m.c.Status = st
 	m.c.dirty = false
 	return nil
+}
+
+// takeHealth refreshes the status's health summary from the current run:
+// every status write carries it, so it needs no write of its own. With no
+// run up nothing is processed (the rates are zero), and the last heartbeat
+// of the run that ended is kept while the job is still meant to run: while
+// it recovers, its age is how long the job has been without it. A job at
+// rest has no heartbeat to watch.
+func takeHealth(c *Context) {
+	if c.Controller != nil {
+		c.Status.Health = c.Controller.Health()
+		return
+	}
+	h := &c.Status.Health
+	h.RecordsInPerSec, h.RecordsOutPerSec = 0, 0
+	h.TakenAt = c.Now().UTC().Truncate(time.Millisecond)
+	if c.Status.State.Terminal() {
+		h.HeartbeatAt = time.Time{}
+	}
 }
 
 func (m *Machine) lostOr(err error) error {

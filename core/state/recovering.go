@@ -34,10 +34,11 @@ func (r *Recovering) Enter(ctx context.Context, c *Context) (Transition, error) 
 			Domain: f.Domain,
 		}}
 	}
-	if c.Status.Failure == nil || c.Status.Failure.Message != f.Message {
-		c.Status.Failure = &f
-		c.MarkDirty()
-	}
+	// The time is that of the latest occurrence: an operator watching a
+	// job that keeps failing the same way sees it is still failing.
+	f.At = c.Now().UTC().Truncate(time.Millisecond)
+	c.Status.Failure = &f
+	c.MarkDirty()
 	if err := c.teardown(ctx); err != nil {
 		return Transition{}, err
 	}

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/weirstream/weir/core/controller"
@@ -16,21 +17,55 @@ type Running struct {
 	lastLog time.Time
 	// loggedEpoch is the last ready epoch persisted by the periodic log step.
 	loggedEpoch int64
+	// firstHealth is when the run's first health summary is due: the one
+	// written on entry has no rates yet, and waiting a whole log interval
+	// would show a busy job as idle for a minute. Zero once done.
+	firstHealth time.Time
 }
+
+// firstHealthAfter is how long into Running the first summary is checked:
+// the metrics have aggregated rates by then (every 2 s by default).
+const firstHealthAfter = 10 * time.Second
 
 // syncEpochs copies the controller's checkpoint progress into the status.
 // It is persisted with the next status write, and at least every log
 // interval — not after every checkpoint, which would double the job's
 // write cost for a figure the checkpoint records already hold.
 func syncEpochs(c *Context) {
+	if e := c.Controller.LastReadyEpoch(); e > c.Status.LastReadyEpoch {
+		c.Status.LastReadyAt = c.Now().UTC().Truncate(time.Millisecond)
+	}
 	c.Status.LastReadyEpoch, c.Status.MinEpoch = c.Controller.LastReadyEpoch(), c.Controller.MinEpoch()
 }
 
 func (*Running) Name() job.State { return job.Running }
 
+// healthMoved reports whether the stored health summary would mislead a
+// reader now: a worker heard from for the first time, a stored heartbeat
+// that reads (now - heartbeat_at, at read time) older than half the
+// heartbeat time-out while newer ones were heard, or a record rate that
+// changed by more than a tenth. Half the time-out: refreshed once per log
+// interval, a healthy job's heartbeat then never reads as timed out (60 s
+// since the write plus 20 s between heartbeats stays below the default
+// 100 s time-out).
+func healthMoved(stored, cur job.Health, now time.Time, timeout time.Duration) bool {
+	switch {
+	case stored.HeartbeatAt.IsZero() != cur.HeartbeatAt.IsZero():
+		return true
+	case !cur.HeartbeatAt.IsZero() && now.Sub(stored.HeartbeatAt) > timeout/2 && cur.HeartbeatAt.After(stored.HeartbeatAt):
+		return true
+	}
+	return rateMoved(stored.RecordsInPerSec, cur.RecordsInPerSec) || rateMoved(stored.RecordsOutPerSec, cur.RecordsOutPerSec)
+}
+
+func rateMoved(a, b float64) bool {
+	return math.Abs(a-b) > 0.1*max(math.Abs(a), math.Abs(b))
+}
+
 func (r *Running) Enter(_ context.Context, c *Context) (Transition, error) {
 	r.lastLog = c.Now()
 	r.loggedEpoch = c.Status.LastReadyEpoch
+	r.firstHealth = c.Now().Add(min(firstHealthAfter, c.Settings.LogInterval))
 	return stay()
 }
 
@@ -77,9 +112,18 @@ func (r *Running) Tick(ctx context.Context, c *Context) (Transition, error) {
 		c.MarkDirty()
 	}
 	syncEpochs(c)
+	if !r.firstHealth.IsZero() && !now.Before(r.firstHealth) {
+		r.firstHealth = time.Time{}
+		if healthMoved(c.Status.Health, c.Controller.Health(), now, c.Settings.HeartbeatTimeout) {
+			c.MarkDirty()
+		}
+	}
 	if now.Sub(r.lastLog) >= c.Settings.LogInterval {
 		r.lastLog = now
-		if c.Status.LastReadyEpoch != r.loggedEpoch {
+		// At most one status write per log interval, and only when an
+		// operator would read something else: a new ready epoch, or a
+		// health summary that moved (see healthMoved).
+		if c.Status.LastReadyEpoch != r.loggedEpoch || healthMoved(c.Status.Health, c.Controller.Health(), now, c.Settings.HeartbeatTimeout) {
 			r.loggedEpoch = c.Status.LastReadyEpoch
 			c.MarkDirty()
 		}
@@ -92,7 +136,7 @@ func (r *Running) Tick(ctx context.Context, c *Context) (Transition, error) {
 
 // QuietUntil is when a tick next has something to do that time alone
 // brings on: the controller's next deadline, the TTL, the reset of the
-// restart count, the periodic log line.
+// restart count, the periodic log line, the run's first health summary.
 func (r *Running) QuietUntil(c *Context, now time.Time) time.Time {
 	until := now.Add(c.Controller.Quiet())
 	if deadline, ok := ttlDeadline(c); ok && deadline.Before(until) {
@@ -105,6 +149,9 @@ func (r *Running) QuietUntil(c *Context, now time.Time) time.Time {
 	}
 	if logAt := r.lastLog.Add(c.Settings.LogInterval); logAt.Before(until) {
 		until = logAt
+	}
+	if !r.firstHealth.IsZero() && r.firstHealth.Before(until) {
+		until = r.firstHealth
 	}
 	return until
 }

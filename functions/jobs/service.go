@@ -132,12 +132,44 @@ func (s *Service) Get(ctx context.Context, id job.ID) (View, error) {
 		cps = cps[len(cps)-RecentCheckpoints:]
 	}
 	v.Checkpoints = cps
+	if v.Status != nil {
+		newestReady(v.Status, cps)
+	}
 	return v, nil
 }
 
-// List returns a page of configs and the token of the next page.
-func (s *Service) List(ctx context.Context, after job.ID, limit int) ([]job.Config, job.ID, error) {
-	return s.store.ListConfigs(ctx, after, limit)
+// newestReady brings the status's last ready epoch up to the newest ready
+// checkpoint read with it. The controller persists the epoch with its
+// next status write (at most once a minute while a job runs, not after
+// every checkpoint, which would double a job's write cost); the checkpoint
+// records are written as each epoch becomes ready, and a single-job read
+// has them at no extra cost.
+func newestReady(st *job.Status, cps []job.Checkpoint) {
+	for i := len(cps) - 1; i >= 0; i-- {
+		cp := cps[i]
+		if cp.State != job.CheckpointReady {
+			continue
+		}
+		if cp.Epoch > st.LastReadyEpoch {
+			st.LastReadyEpoch, st.LastReadyAt = cp.Epoch, cp.FinishedAt
+		}
+		return
+	}
+}
+
+// List returns a page of jobs, each with its status but without
+// checkpoints, and the token of the next page: one store read per page,
+// however many jobs it holds.
+func (s *Service) List(ctx context.Context, after job.ID, limit int) ([]View, job.ID, error) {
+	listed, next, err := s.store.ListJobs(ctx, after, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]View, len(listed))
+	for i, l := range listed {
+		out[i] = View{Config: l.Config, Status: l.Status}
+	}
+	return out, next, nil
 }
 
 // Change is a set of changes to a job's config; nil fields stay as they are.

@@ -16,17 +16,21 @@ import (
 
 var _ store.Catalog = (*Store)(nil)
 
-// ListConfigs scans for config items. Operators list jobs rarely, and a
-// scan of the jobs table reads every item of every job (status, commands,
-// checkpoints): its cost grows with the table, which docs/deploy.md says.
-// The page cursor is the last job id returned, which is a valid
-// ExclusiveStartKey because it is the key of an item the scan returned.
-func (s *Store) ListConfigs(ctx context.Context, after job.ID, limit int) ([]job.Config, job.ID, error) {
+// ListJobs scans for config and status items. Operators list jobs rarely,
+// and a scan of the jobs table reads every item of every job (status,
+// commands, checkpoints) whatever it returns: its cost grows with the
+// table, which docs/deploy.md says, and returning the status items it
+// reads anyway costs nothing more. The items of one job are contiguous in
+// a scan and ordered by sort key, so a job's config ("config") comes
+// before its status ("status"). The page cursor is the last job id
+// returned; the next page starts after that job's config item (a key the
+// scan returned) and skips the rest of that job's items.
+func (s *Store) ListJobs(ctx context.Context, after job.ID, limit int) ([]store.Listed, job.ID, error) {
 	if limit < 1 {
-		return nil, "", fmt.Errorf("list configs: limit %d must be at least 1", limit)
+		return nil, "", fmt.Errorf("list jobs: limit %d must be at least 1", limit)
 	}
 	expr, err := expression.NewBuilder().
-		WithFilter(expression.Name(attrSK).Equal(expression.Value(skConfig))).
+		WithFilter(expression.Name(attrSK).In(expression.Value(skConfig), expression.Value(skStatus))).
 		Build()
 	if err != nil {
 		return nil, "", fmt.Errorf("build config filter: %w", err)
@@ -38,7 +42,7 @@ func (s *Store) ListConfigs(ctx context.Context, after job.ID, limit int) ([]job
 		}
 		start = key(jobKey(after), skConfig)
 	}
-	var out []job.Config
+	var out []store.Listed
 	for {
 		page, err := s.db.Scan(ctx, &dynamodb.ScanInput{
 			TableName:                 &s.table,
@@ -49,17 +53,35 @@ func (s *Store) ListConfigs(ctx context.Context, after job.ID, limit int) ([]job
 			ConsistentRead:            aws.Bool(true),
 		})
 		if err != nil {
-			return nil, "", fmt.Errorf("list configs: %w", err)
+			return nil, "", fmt.Errorf("list jobs: %w", err)
 		}
 		for _, item := range page.Items {
-			if len(out) == limit {
-				return out, out[len(out)-1].JobID, nil
+			pk := stringAttr(item, attrPK)
+			switch stringAttr(item, attrSK) {
+			case skConfig:
+				if len(out) == limit {
+					return out, out[len(out)-1].Config.JobID, nil
+				}
+				var it configItem
+				if err := unmarshal(item, &it); err != nil {
+					return nil, "", fmt.Errorf("decode config item: %w", err)
+				}
+				out = append(out, store.Listed{Config: it.Config})
+			case skStatus:
+				// Only the status of the job just listed; one that carries
+				// only the epoch counter (no version) is no status yet.
+				if len(out) == 0 || pk != jobKey(out[len(out)-1].Config.JobID) {
+					continue
+				}
+				if _, ok := item[attrVersion]; !ok {
+					continue
+				}
+				var it statusItem
+				if err := unmarshal(item, &it); err != nil {
+					return nil, "", fmt.Errorf("decode status item of %s: %w", pk, err)
+				}
+				out[len(out)-1].Status = &it.Status
 			}
-			var it configItem
-			if err := unmarshal(item, &it); err != nil {
-				return nil, "", fmt.Errorf("decode config item: %w", err)
-			}
-			out = append(out, it.Config)
 		}
 		if page.LastEvaluatedKey == nil {
 			return out, "", nil

@@ -23,7 +23,7 @@ type Store interface {
 func Run(t *testing.T, newStore func(*testing.T) Store) {
 	t.Run("ListPagesThroughEveryJobOnce", func(t *testing.T) { listPages(t, newStore(t)) })
 	t.Run("ListRefusesABadLimit", func(t *testing.T) {
-		if _, _, err := newStore(t).ListConfigs(t.Context(), "", 0); err == nil {
+		if _, _, err := newStore(t).ListJobs(t.Context(), "", 0); err == nil {
 			t.Error("limit 0 accepted")
 		}
 	})
@@ -52,10 +52,25 @@ func put(t *testing.T, s Store, id job.ID) job.Config {
 
 func listPages(t *testing.T, s Store) {
 	var want []job.ID
+	statuses := map[job.ID]job.Status{}
 	for i := range 5 {
 		id := job.ID(fmt.Sprintf("list-%d", i))
 		put(t, s, id)
 		want = append(want, id)
+		// Every other job has a status; one has only checkpoints (an
+		// epoch counter) besides, which is no status.
+		switch i % 3 {
+		case 0:
+			st, err := s.PutStatus(t.Context(), 1, job.Status{JobID: id, State: job.Running, RunID: int64(i + 1), LastReadyEpoch: int64(10 + i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			statuses[id] = st
+		case 1:
+			if err := s.CreateCheckpoint(t.Context(), 1, job.Checkpoint{JobID: id, Epoch: 1, State: job.CheckpointInProgress, StartedAt: time.Now().UTC()}); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	var got []job.ID
 	after := job.ID("")
@@ -63,16 +78,26 @@ func listPages(t *testing.T, s Store) {
 		if pages > 5 {
 			t.Fatalf("more than 5 pages of 2 for 5 jobs: %v", got)
 		}
-		cfgs, next, err := s.ListConfigs(t.Context(), after, 2)
+		jobs, next, err := s.ListJobs(t.Context(), after, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(cfgs) > 2 {
-			t.Fatalf("page of %d configs, limit 2", len(cfgs))
+		if len(jobs) > 2 {
+			t.Fatalf("page of %d jobs, limit 2", len(jobs))
 		}
-		for _, c := range cfgs {
+		for _, l := range jobs {
+			c := l.Config
 			if c.Version != 1 || len(c.Spec.Operators) != 1 {
 				t.Errorf("listed config %+v, want the stored one", c)
+			}
+			want, has := statuses[c.JobID]
+			switch {
+			case !has && l.Status != nil:
+				t.Errorf("job %s has no status, listed with %+v", c.JobID, *l.Status)
+			case has && l.Status == nil:
+				t.Errorf("job %s listed without its status", c.JobID)
+			case has && (l.Status.JobID != c.JobID || l.Status.RunID != want.RunID || l.Status.LastReadyEpoch != want.LastReadyEpoch || l.Status.Version != want.Version):
+				t.Errorf("job %s listed with status %+v, want %+v", c.JobID, *l.Status, want)
 			}
 			got = append(got, c.JobID)
 		}

@@ -12,25 +12,30 @@ import (
 
 var _ store.Catalog = (*Store)(nil)
 
-// ListConfigs pages through the configs in job id order.
-func (s *Store) ListConfigs(_ context.Context, after job.ID, limit int) ([]job.Config, job.ID, error) {
+// ListJobs pages through the jobs in job id order.
+func (s *Store) ListJobs(_ context.Context, after job.ID, limit int) ([]store.Listed, job.ID, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.fail(); err != nil {
 		return nil, "", err
 	}
 	if limit < 1 {
-		return nil, "", fmt.Errorf("list configs: limit %d must be at least 1", limit)
+		return nil, "", fmt.Errorf("list jobs: limit %d must be at least 1", limit)
 	}
-	var out []job.Config
+	var out []store.Listed
 	for _, id := range slices.Sorted(maps.Keys(s.configs)) {
 		if id <= after {
 			continue
 		}
 		if len(out) == limit {
-			return out, out[len(out)-1].JobID, nil
+			return out, out[len(out)-1].Config.JobID, nil
 		}
-		out = append(out, cloneConfig(s.configs[id].v))
+		l := store.Listed{Config: cloneConfig(s.configs[id].v)}
+		if st, ok := s.statuses[id]; ok && st.v.Version > 0 {
+			v := cloneStatus(st.v)
+			l.Status = &v
+		}
+		out = append(out, l)
 	}
 	return out, "", nil
 }

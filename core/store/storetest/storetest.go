@@ -124,12 +124,19 @@ func Status(id job.ID) job.Status {
 		StartedAt:      at,
 		RunStartedAt:   at.Add(time.Minute),
 		TransitionedAt: at.Add(2 * time.Minute),
-		Failure:        &job.Failure{Message: "worker w-1 lost", Domain: job.DomainInternal},
+		Failure:        &job.Failure{Message: "worker w-1 lost", Domain: job.DomainInternal, At: at.Add(90 * time.Second)},
 		ConfigVersion:  2,
 		RestartNonce:   "n-1",
 		Parallelism:    map[string]int{"source": 2, "sink": 5},
 		LastReadyEpoch: 7,
+		LastReadyAt:    at.Add(150 * time.Second),
 		MinEpoch:       2,
+		Health: job.Health{
+			HeartbeatAt:      at.Add(170 * time.Second),
+			RecordsInPerSec:  1234.5,
+			RecordsOutPerSec: 0.25,
+			TakenAt:          at.Add(3 * time.Minute),
+		},
 	}
 }
 

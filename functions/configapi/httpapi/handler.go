@@ -272,13 +272,13 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	if s := r.URL.Query().Get("limit"); s != "" {
 		limit, _ = strconv.Atoi(s) // the schema has checked it
 	}
-	cfgs, next, err := h.svc.List(r.Context(), job.ID(r.URL.Query().Get("page_token")), limit)
+	views, next, err := h.svc.List(r.Context(), job.ID(r.URL.Query().Get("page_token")), limit)
 	if err != nil {
 		return h.domainProblem(r, err)
 	}
 	out := listOut{Jobs: []jobOut{}, NextPageToken: string(next)}
-	for _, c := range cfgs {
-		out.Jobs = append(out.Jobs, jobView(jobs.View{Config: c}))
+	for _, v := range views {
+		out.Jobs = append(out.Jobs, jobView(v))
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

@@ -64,6 +64,18 @@ type statusOut struct {
 	TransitionedAt time.Time    `json:"transitioned_at,omitzero"`
 	ConfigVersion  int64        `json:"config_version"`
 	LastError      *job.Failure `json:"last_error,omitempty"`
+	LastReadyEpoch int64        `json:"last_ready_epoch"`
+	LastReadyAt    time.Time    `json:"last_ready_at,omitzero"`
+	Health         *healthOut   `json:"health,omitempty"`
+}
+
+// healthOut is the controller's health summary as of TakenAt; ages (now -
+// heartbeat_at) are for the reader to compute at read time.
+type healthOut struct {
+	HeartbeatAt      time.Time `json:"heartbeat_at,omitzero"`
+	RecordsInPerSec  float64   `json:"records_in_per_sec"`
+	RecordsOutPerSec float64   `json:"records_out_per_sec"`
+	TakenAt          time.Time `json:"taken_at"`
 }
 
 type checkpointOut struct {
@@ -110,6 +122,13 @@ func jobView(v jobs.View) jobOut {
 		out.Status = &statusOut{
 			State: st.State, RunID: st.RunID, Restarts: st.Restarts, StartedAt: st.StartedAt,
 			TransitionedAt: st.TransitionedAt, ConfigVersion: st.ConfigVersion, LastError: st.Failure,
+			LastReadyEpoch: st.LastReadyEpoch, LastReadyAt: st.LastReadyAt,
+		}
+		if h := st.Health; !h.TakenAt.IsZero() {
+			out.Status.Health = &healthOut{
+				HeartbeatAt: h.HeartbeatAt, RecordsInPerSec: h.RecordsInPerSec,
+				RecordsOutPerSec: h.RecordsOutPerSec, TakenAt: h.TakenAt,
+			}
 		}
 	}
 	for _, cp := range v.Checkpoints {

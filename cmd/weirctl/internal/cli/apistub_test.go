@@ -3,7 +3,9 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +17,8 @@ import (
 // apiStub is an in-memory server of the config API's contract
 // (api/openapi.yaml) as far as weirctl uses it: ETags are config
 // versions, PATCH needs If-Match (428 without, 412 when stale), DELETE
-// refuses a job not at rest (409), the list carries configs only, and
+// refuses a job not at rest (409), the list carries each job's status
+// (not its checkpoints) a page at a time, and
 // errors are problem documents. Tests play the controller by setting a
 // job's status and checkpoints.
 type apiStub struct {
@@ -31,8 +34,8 @@ type apiStub struct {
 }
 
 type stubRequest struct {
-	Method, Path, IfMatch, Auth string
-	Body                        map[string]any
+	Method, Path, Query, IfMatch, Auth string
+	Body                               map[string]any
 }
 
 func newAPIStub() *apiStub {
@@ -49,7 +52,7 @@ func (s *apiStub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil {
 		_ = json.NewDecoder(r.Body).Decode(&body)
 	}
-	s.requests = append(s.requests, stubRequest{Method: r.Method, Path: r.URL.Path, IfMatch: r.Header.Get("If-Match"), Auth: r.Header.Get("Authorization"), Body: body})
+	s.requests = append(s.requests, stubRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, IfMatch: r.Header.Get("If-Match"), Auth: r.Header.Get("Authorization"), Body: body})
 	if s.fail != 0 {
 		problem(w, s.fail, "Internal error", "the request failed inside weir and was logged")
 		return
@@ -59,7 +62,7 @@ func (s *apiStub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/jobs" && r.Method == http.MethodPost:
 		s.create(w, r, body)
 	case r.URL.Path == "/jobs" && r.Method == http.MethodGet:
-		s.list(w)
+		s.list(w, r)
 	case hasID && r.Method == http.MethodGet:
 		if j, ok := s.jobs[id]; ok {
 			writeJob(w, 200, j)
@@ -105,10 +108,26 @@ func (s *apiStub) create(w http.ResponseWriter, r *http.Request, body map[string
 	writeJob(w, 201, j)
 }
 
-func (s *apiStub) list(w http.ResponseWriter) {
+// list answers a page of jobs in id order, each with its status but no
+// checkpoints, as the API does.
+func (s *apiStub) list(w http.ResponseWriter, r *http.Request) {
+	limit := 50
+	if n, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil {
+		limit = n
+	}
+	after := r.URL.Query().Get("page_token")
+	ids := slices.Sorted(maps.Keys(s.jobs))
 	out := client.JobList{Jobs: []client.Job{}}
-	for _, j := range s.jobs {
-		out.Jobs = append(out.Jobs, client.Job{ID: j.ID, Version: j.Version, Config: j.Config, Checkpoints: []client.Checkpoint{}})
+	for _, id := range ids {
+		if id <= after {
+			continue
+		}
+		if len(out.Jobs) == limit {
+			out.NextPageToken = out.Jobs[len(out.Jobs)-1].ID
+			break
+		}
+		j := s.jobs[id]
+		out.Jobs = append(out.Jobs, client.Job{ID: j.ID, Version: j.Version, Config: j.Config, Status: j.Status, Checkpoints: []client.Checkpoint{}})
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)

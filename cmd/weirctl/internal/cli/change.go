@@ -45,9 +45,9 @@ func (a *app) change(ctx context.Context, id string, build func(client.Job) (cli
 // report prints the outcome of a change.
 func (a *app) report(before, after client.Job, what string) error {
 	if a.output == "json" {
-		return a.writeJSON(viewOf(after))
+		return a.writeJSON(viewOf(after, a.env.Now()))
 	}
-	v := viewOf(after)
+	v := viewOf(after, a.env.Now())
 	_, err := fmt.Fprintf(a.env.Stdout, "job %s: %s (version %d → %d); it is %s now: weirctl watch %s follows it\n",
 		after.ID, what, before.Version, after.Version, v.State, after.ID)
 	return err
@@ -56,7 +56,7 @@ func (a *app) report(before, after client.Job, what string) error {
 // nothing prints that no change was needed.
 func (a *app) nothing(j client.Job, why string) error {
 	if a.output == "json" {
-		return a.writeJSON(viewOf(j))
+		return a.writeJSON(viewOf(j, a.env.Now()))
 	}
 	_, err := fmt.Fprintf(a.env.Stdout, "job %s: nothing to change: %s\n", j.ID, why)
 	return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -80,10 +81,15 @@ func (h *harness) createDemo() {
 	h.expect(h.run("create", "-f", demoFile), ExitOK)
 }
 
-// running makes the stub's demo job Running with ready epochs 1..3.
+// running makes the stub's demo job Running with ready epochs 1..3, its
+// slowest worker last heard 7 s ago, as of a summary taken 3 s ago.
 func (h *harness) running() {
 	t0 := h.now.Add(-20 * time.Second)
-	h.api.setStatus("demo", client.Status{State: "Running", RunID: 2, Restarts: 1, TransitionedAt: t0, ConfigVersion: 1},
+	h.api.setStatus("demo", client.Status{State: "Running", RunID: 2, Restarts: 1, TransitionedAt: t0, ConfigVersion: 1,
+		LastReadyEpoch: 3, LastReadyAt: t0.Add(4200 * time.Millisecond),
+		LastError: &client.Failure{Domain: "internal", Message: "worker w-1 timed out", At: t0.Add(-30 * time.Second)},
+		Health: &client.Health{HeartbeatAt: h.now.Add(-7 * time.Second), RecordsInPerSec: 1520.5, RecordsOutPerSec: 1480,
+			TakenAt: h.now.Add(-3 * time.Second)}},
 		client.Checkpoint{Epoch: 1, State: "ready", StartedAt: t0, FinishedAt: t0.Add(100 * time.Millisecond)},
 		client.Checkpoint{Epoch: 2, State: "ready", StartedAt: t0.Add(2 * time.Second), FinishedAt: t0.Add(2100 * time.Millisecond)},
 		client.Checkpoint{Epoch: 3, State: "ready", StartedAt: t0.Add(4 * time.Second), FinishedAt: t0.Add(4200 * time.Millisecond)},
@@ -205,8 +211,14 @@ func TestListTableAndJSON(t *testing.T) {
 			t.Errorf("header %q lacks %s", lines[0], want)
 		}
 	}
-	if f := strings.Fields(lines[1]); f[0] != "demo" || f[1] != "Running" || f[2] != "20s" || f[3] != "2" || f[4] != "1" || f[5] != "3" || f[6] != "15s" {
+	if f := strings.Fields(lines[1]); f[0] != "demo" || f[1] != "Running" || f[2] != "20s" || f[3] != "2" || f[4] != "1" || f[5] != "3" || f[6] != "15s" ||
+		f[7] != "7s" || f[8] != "1520/1480" || !strings.Contains(lines[1], "50s ago, internal: worker w-1 timed out") {
 		t.Errorf("demo row = %q", lines[1])
+	}
+	for _, want := range []string{"HB AGE", "REC/S", "LAST ERROR"} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("header %q lacks %s", lines[0], want)
+		}
 	}
 	if f := strings.Fields(lines[2]); f[0] != "other" || f[1] != statePending {
 		t.Errorf("other row = %q", lines[2])
@@ -222,6 +234,79 @@ func TestListTableAndJSON(t *testing.T) {
 	}
 	if len(out.Jobs) != 2 || out.Jobs[0]["state"] != "Running" || out.Jobs[0]["last_ready_epoch"] != float64(3) || out.Jobs[1]["last_ready_epoch"] != float64(0) {
 		t.Errorf("list JSON = %v", out.Jobs)
+	}
+	demo := out.Jobs[0]
+	for k, want := range map[string]any{
+		"last_ready_at": "2026-11-29T12:00:14.2Z", "last_heartbeat_at": "2026-11-29T12:00:23Z", "heartbeat_age_seconds": 7.0,
+		"records_in_per_sec": 1520.5, "records_out_per_sec": 1480.0, "records_per_second": 1520.5, "health_taken_at": "2026-11-29T12:00:27Z",
+	} {
+		if demo[k] != want {
+			t.Errorf("list JSON %s = %v, want %v", k, demo[k], want)
+		}
+	}
+	if le, _ := demo["last_error"].(map[string]any); le["at"] != "2026-11-29T11:59:40Z" {
+		t.Errorf("list JSON last_error = %v", demo["last_error"])
+	}
+	// The other job has no status yet: its health fields are null, not 0.
+	for _, k := range []string{"last_heartbeat_at", "heartbeat_age_seconds", "records_in_per_sec", "last_ready_at"} {
+		if v, ok := out.Jobs[1][k]; !ok || v != nil {
+			t.Errorf("pending job's %s = %v (present %v), want null", k, v, ok)
+		}
+	}
+}
+
+// list and watch read every job with one request per page of the list,
+// never one per job.
+func TestListAndWatchMakeOneRequestPerPage(t *testing.T) {
+	h := newHarness(t)
+	raw := mustRead(t, demoFile)
+	for i := range 130 {
+		h.expect(h.run("create", "-f", writeFile(t, strings.Replace(raw, "id: demo", fmt.Sprintf("id: job-%03d", i), 1))), ExitOK)
+	}
+	h.api.setStatus("job-129", client.Status{State: "Running", RunID: 1, LastReadyEpoch: 9,
+		Health: &client.Health{HeartbeatAt: h.now.Add(-2 * time.Second), RecordsInPerSec: 10, RecordsOutPerSec: 10, TakenAt: h.now}})
+	gets := func() (n int) {
+		for _, r := range h.api.sent() {
+			if r.Method == "GET" {
+				n++
+			}
+		}
+		return n
+	}
+	before := gets()
+	r := h.run("list", "-o", "json")
+	h.expect(r, ExitOK)
+	if n := gets() - before; n != 2 {
+		t.Errorf("list of 130 jobs made %d requests, want 2 (pages of 100)", n)
+	}
+	var out struct {
+		Jobs []map[string]any `json:"jobs"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out.Jobs) != 130 {
+		t.Fatalf("listed %d jobs (%v), want 130", len(out.Jobs), err)
+	}
+	if last := out.Jobs[129]; last["id"] != "job-129" || last["state"] != "Running" || last["last_ready_epoch"] != 9.0 || last["heartbeat_age_seconds"] != 2.0 {
+		t.Errorf("the last page's job = %v", last)
+	}
+
+	// Each poll of the watch reads the first page, then the second.
+	seen := len(h.api.sent())
+	h.expect(h.run("watch", "--interval", "200ms", "--for", "2s", "-o", "json"), ExitOK)
+	var firsts, seconds int
+	for _, r := range h.api.sent()[seen:] {
+		switch {
+		case r.Method != "GET" || r.Path != "/jobs":
+			t.Errorf("watch made %s %s: one request per job", r.Method, r.Path)
+		case strings.Contains(r.Query, "page_token=job-099"):
+			seconds++
+		case !strings.Contains(r.Query, "page_token"):
+			firsts++
+		default:
+			t.Errorf("watch asked for page %q", r.Query)
+		}
+	}
+	if firsts == 0 || seconds < firsts-1 || seconds > firsts {
+		t.Errorf("watch read the first page %d times and the second %d times, want both once per poll", firsts, seconds)
 	}
 }
 
@@ -259,6 +344,8 @@ func TestGetTableAndJSON(t *testing.T) {
 	r := h.run("get", "demo")
 	h.expect(r, ExitOK)
 	for _, want := range []string{"State           Running for 20s", "Run             2", "Last ready      epoch 3, 15s ago", "Checkpoints     every 2s",
+		"Heartbeat       7s ago (the least recently heard worker)", "Records/s       1520/1480 (in/out)", "Health as of    3s ago",
+		"Last error      50s ago, internal: worker w-1 timed out",
 		"source=2 (source), map=2, sink=2 (committing); 2 slots per worker", "EPOCH", "in_progress"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("get lacks %q:\n%s", want, r.stdout)
@@ -270,7 +357,8 @@ func TestGetTableAndJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
 		t.Fatal(err)
 	}
-	if v["state"] != "Running" || v["last_ready_epoch"] != float64(3) || v["run_id"] != float64(2) || v["restarts"] != float64(1) {
+	if v["state"] != "Running" || v["last_ready_epoch"] != float64(3) || v["run_id"] != float64(2) || v["restarts"] != float64(1) ||
+		v["heartbeat_age_seconds"] != 7.0 || v["records_in_per_sec"] != 1520.5 || v["last_ready_at"] != "2026-11-29T12:00:14.2Z" {
 		t.Errorf("get JSON = %v", v)
 	}
 	if _, ok := v["config"].(map[string]any)["spec"]; !ok {
@@ -517,7 +605,7 @@ func TestWatchPlainLines(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("want a line per change (2), got:\n%s", r.stdout)
 	}
-	if !strings.Contains(lines[0], "demo state=Running for=20s run=2 restarts=1 last_ready_epoch=3 epoch_age=15s heartbeat_age=- records_per_s=- stop=none last_error=-") {
+	if !strings.Contains(lines[0], `demo state=Running for=20s run=2 restarts=1 last_ready_epoch=3 epoch_age=15s heartbeat_age=7s records_per_s=1520/1480 stop=none last_error="50s ago, internal: worker w-1 timed out"`) {
 		t.Errorf("line 1 = %q", lines[0])
 	}
 	if !strings.Contains(lines[1], `state=Recovering`) || !strings.Contains(lines[1], `last_error="user: task map-1 failed"`) {
@@ -539,7 +627,8 @@ func TestWatchJSONLines(t *testing.T) {
 		t.Fatalf("want one JSON line, got:\n%s", r.stdout)
 	}
 	var v map[string]any
-	if err := json.Unmarshal([]byte(lines[0]), &v); err != nil || v["state"] != "Running" || v["last_ready_epoch"] != float64(3) {
+	if err := json.Unmarshal([]byte(lines[0]), &v); err != nil || v["state"] != "Running" || v["last_ready_epoch"] != float64(3) ||
+		v["heartbeat_age_seconds"] != 7.0 || v["records_out_per_sec"] != 1480.0 || v["last_ready_at"] != "2026-11-29T12:00:14.2Z" {
 		t.Errorf("JSON line = %s (%v)", lines[0], err)
 	}
 }
@@ -558,7 +647,7 @@ func TestWatchRedrawsInPlaceOnATerminal(t *testing.T) {
 	if !strings.Contains(r.stdout, "\x1b[4A\r") {
 		t.Errorf("no redraw in place:\n%q", r.stdout)
 	}
-	for _, want := range []string{"HB AGE", "REC/S", "LAST ERROR", "Running", "Ctrl-C to stop"} {
+	for _, want := range []string{"HB AGE", "REC/S", "LAST ERROR", "Running", "Ctrl-C to stop", " 7s ", "1520/1480", "50s ago"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("frame lacks %q", want)
 		}

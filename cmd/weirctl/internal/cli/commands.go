@@ -7,7 +7,7 @@ import (
 	"io"
 	"sort"
 	"strings"
-	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +44,7 @@ See cmd/weirctl/examples/demo-job.yaml.`,
 				return err
 			}
 			if a.output == "json" {
-				return a.writeJSON(viewOf(j))
+				return a.writeJSON(viewOf(j, a.env.Now()))
 			}
 			_, err = fmt.Fprintf(a.env.Stdout, "job %s created (version %d); follow it with: weirctl watch %s\n", j.ID, j.Version, j.ID)
 			return err
@@ -58,8 +58,9 @@ func (a *app) listCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
 		Short: "List jobs with their state and last ready epoch",
-		Long: `List every job with its state, run, restarts and last ready checkpoint.
-It reads each job's status with one request per job.`,
+		Long: `List every job with its state, run, restarts, last ready checkpoint,
+heartbeat age, record rates and last error. It makes one request per page of
+100 jobs: the list carries each job's status.`,
 		Aliases: []string{"ls"},
 		Args:    exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
@@ -72,7 +73,7 @@ It reads each job's status with one request per job.`,
 				return err
 			}
 			if a.output == "json" {
-				return a.writeJSON(listOf(jobs))
+				return a.writeJSON(listOf(jobs, a.env.Now()))
 			}
 			if len(jobs) == 0 {
 				_, err := fmt.Fprintln(a.env.Stdout, "no jobs: create one with weirctl create -f FILE")
@@ -85,77 +86,49 @@ It reads each job's status with one request per job.`,
 	}
 }
 
-// fetchAll lists the jobs and reads each one's status and checkpoints,
-// which the list does not carry, a few at a time. A job deleted meanwhile
-// is left out.
+// fetchAll reads every job with its status, one request per page of the
+// list (the list carries each job's status and health summary, not its
+// checkpoints).
 func fetchAll(ctx context.Context, c *client.Client) ([]client.Job, error) {
-	list, err := c.ListAll(ctx)
+	jobs, err := c.ListAll(ctx)
 	if err != nil {
 		return nil, err
 	}
-	const parallel = 8
-	out := make([]client.Job, len(list))
-	errs := make([]error, len(list))
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
-	for i, j := range list {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			full, _, err := c.Get(ctx, j.ID)
-			switch {
-			case client.IsStatus(err, 404):
-				return
-			case err != nil:
-				errs[i] = err
-				return
-			}
-			out[i] = full
-		}()
-	}
-	wg.Wait()
-	if err := firstError(errs); err != nil {
-		return nil, err
-	}
-	kept := out[:0]
-	for _, j := range out {
-		if j.ID != "" {
-			kept = append(kept, j)
-		}
-	}
-	sort.Slice(kept, func(i, k int) bool { return kept[i].ID < kept[k].ID })
-	return kept, nil
+	sort.Slice(jobs, func(i, k int) bool { return jobs[i].ID < jobs[k].ID })
+	return jobs, nil
 }
 
-func firstError(errs []error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func listOf(jobs []client.Job) listView {
+func listOf(jobs []client.Job, now time.Time) listView {
 	out := listView{Jobs: []jobView{}}
 	for _, j := range jobs {
-		out.Jobs = append(out.Jobs, viewOf(j))
+		out.Jobs = append(out.Jobs, viewOf(j, now))
 	}
 	return out
 }
 
 func (a *app) jobsTable(jobs []client.Job) *table {
-	now := a.env.Now()
+	return jobsTable(jobs, a.env.Now())
+}
+
+// jobsTable is the table of list and watch: per job, its state (and a
+// pending stop), time in it, run, restarts, last ready epoch and its age,
+// heartbeat age, records per second in and out, last error. Ages are
+// computed at now, from the times the status carries.
+func jobsTable(jobs []client.Job, now time.Time) *table {
 	t := &table{
-		header: []string{"ID", "STATE", "FOR", "RUN", "RESTARTS", "EPOCH", "EPOCH AGE", "STOP", "LAST ERROR"},
-		shrink: []bool{true, false, false, false, false, false, false, false, true},
+		header: []string{"ID", "STATE", "FOR", "RUN", "RESTARTS", "EPOCH", "EPOCH AGE", "HB AGE", "REC/S", "LAST ERROR"},
+		shrink: []bool{true, true, false, false, false, false, false, false, false, true},
 	}
 	for _, j := range jobs {
-		v := viewOf(j)
+		v := viewOf(j, now)
+		state := v.State
+		if s := stopText(v.Stop); s != "" && !terminal(v.State) {
+			state += " (stop: " + s + ")"
+		}
 		run, restarts := runText(v)
-		t.add(v.ID, v.State, since(now, v.TransitionedAt), run, restarts,
-			epochText(v.LastReadyEpoch), since(now, v.LastReadyAt), orDash(stopText(v.Stop)), errorText(v.LastError))
+		t.add(v.ID, state, since(now, v.TransitionedAt), run, restarts,
+			epochText(v.LastReadyEpoch), since(now, v.LastReadyAt), since(now, v.LastHeartbeatAt),
+			rateText(v.RecordsInPerSec, v.RecordsOutPerSec), errorText(v.LastError, now))
 	}
 	return t
 }
@@ -183,7 +156,7 @@ func (a *app) getCommand() *cobra.Command {
 				return notFoundHint(err, args[0])
 			}
 			if a.output == "json" {
-				return a.writeJSON(viewOf(j))
+				return a.writeJSON(viewOf(j, a.env.Now()))
 			}
 			return a.writeDetail(j)
 		}),
@@ -242,7 +215,7 @@ func (a *app) writeJSON(v any) error {
 // writeDetail prints one job for people.
 func (a *app) writeDetail(j client.Job) error {
 	now := a.env.Now()
-	v := viewOf(j)
+	v := viewOf(j, now)
 	cfg := j.Config
 	var b strings.Builder
 	row := func(k, v string) { fmt.Fprintf(&b, "%-15s %s\n", k, v) }
@@ -270,12 +243,17 @@ func (a *app) writeDetail(j client.Job) error {
 	}
 	row("Last ready", ready)
 	if v.LastHeartbeatAt != nil {
-		row("Heartbeat", since(now, v.LastHeartbeatAt)+" ago")
+		row("Heartbeat", since(now, v.LastHeartbeatAt)+" ago (the least recently heard worker)")
+	} else if v.Status != nil {
+		row("Heartbeat", "- (no worker of this run heard yet)")
 	}
-	if v.RecordsPerSecond != nil {
-		row("Records/s", rateText(v.RecordsPerSecond))
+	if v.RecordsInPerSec != nil {
+		row("Records/s", rateText(v.RecordsInPerSec, v.RecordsOutPerSec)+" (in/out)")
 	}
-	row("Last error", errorText(v.LastError))
+	if v.HealthTakenAt != nil {
+		row("Health as of", since(now, v.HealthTakenAt)+" ago")
+	}
+	row("Last error", errorText(v.LastError, now))
 	stop := cfg.Stop
 	if cfg.StopReason != "" {
 		stop += " (" + cfg.StopReason + ")"

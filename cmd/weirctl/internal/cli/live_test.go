@@ -26,7 +26,9 @@ import (
 // weirctl's requests.
 type liveAPI struct {
 	url string
-	mu  sync.Mutex
+	// table is the stack's jobs table, where a test plays the controller.
+	table string
+	mu    sync.Mutex
 	// before runs before a request is passed on.
 	before func(r *http.Request)
 }
@@ -115,8 +117,16 @@ func startLiveAPI(t *testing.T) *liveAPI {
 		}
 	})
 	env := os.Environ()
+	table := ""
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		env = append(env, strings.ReplaceAll(line, "'", ""))
+		line = strings.ReplaceAll(line, "'", "")
+		env = append(env, line)
+		if v, ok := strings.CutPrefix(line, "WEIR_JOBS_TABLE="); ok {
+			table = v
+		}
+	}
+	if table == "" {
+		t.Fatalf("weir-resources gave no WEIR_JOBS_TABLE:\n%s", out)
 	}
 
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -160,7 +170,7 @@ func startLiveAPI(t *testing.T) *liveAPI {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	l := &liveAPI{}
+	l := &liveAPI{table: table}
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		l.mu.Lock()

@@ -25,14 +25,22 @@ type jobView struct {
 	// LastReadyEpoch is the newest ready checkpoint's epoch, 0 for none.
 	LastReadyEpoch int64      `json:"last_ready_epoch"`
 	LastReadyAt    *time.Time `json:"last_ready_at"`
-	// LastHeartbeatAt and RecordsPerSecond are null until the API reports them.
-	LastHeartbeatAt  *time.Time          `json:"last_heartbeat_at"`
-	RecordsPerSecond *float64            `json:"records_per_second"`
-	LastError        *client.Failure     `json:"last_error"`
-	Stop             string              `json:"stop"`
-	Config           client.Config       `json:"config"`
-	Status           *client.Status      `json:"status"`
-	Checkpoints      []client.Checkpoint `json:"checkpoints"`
+	// LastHeartbeatAt is the last heartbeat of the run's least recently
+	// heard worker, and HeartbeatAgeSeconds its age when weirctl read it;
+	// null until a worker of the run is heard.
+	LastHeartbeatAt     *time.Time `json:"last_heartbeat_at"`
+	HeartbeatAgeSeconds *float64   `json:"heartbeat_age_seconds"`
+	// RecordsPerSecond is RecordsInPerSec, kept for scripts that read it.
+	RecordsPerSecond *float64 `json:"records_per_second"`
+	RecordsInPerSec  *float64 `json:"records_in_per_sec"`
+	RecordsOutPerSec *float64 `json:"records_out_per_sec"`
+	// HealthTakenAt is when the controller took the health summary.
+	HealthTakenAt *time.Time          `json:"health_taken_at"`
+	LastError     *client.Failure     `json:"last_error"`
+	Stop          string              `json:"stop"`
+	Config        client.Config       `json:"config"`
+	Status        *client.Status      `json:"status"`
+	Checkpoints   []client.Checkpoint `json:"checkpoints"`
 }
 
 // listView is weirctl's JSON for many jobs.
@@ -40,7 +48,8 @@ type listView struct {
 	Jobs []jobView `json:"jobs"`
 }
 
-func viewOf(j client.Job) jobView {
+// viewOf flattens a job as read at now (ages are computed from it).
+func viewOf(j client.Job, now time.Time) jobView {
 	v := jobView{
 		ID: j.ID, Version: j.Version, State: statePending, Stop: j.Config.Stop,
 		Config: j.Config, Status: j.Status, Checkpoints: j.Checkpoints,
@@ -48,38 +57,46 @@ func viewOf(j client.Job) jobView {
 	if v.Checkpoints == nil {
 		v.Checkpoints = []client.Checkpoint{}
 	}
-	if st := j.Status; st != nil {
-		v.State, v.RunID, v.Restarts, v.LastError = st.State, st.RunID, st.Restarts, st.LastError
-		if !st.TransitionedAt.IsZero() {
-			t := st.TransitionedAt
-			v.TransitionedAt = &t
-		}
-		v.LastHeartbeatAt, v.RecordsPerSecond = st.LastHeartbeatAt, st.RecordsPerSecond
+	st := j.Status
+	if st == nil {
+		return v
 	}
-	v.LastReadyEpoch, v.LastReadyAt = lastReady(j)
+	v.State, v.RunID, v.Restarts, v.LastError = st.State, st.RunID, st.Restarts, st.LastError
+	v.TransitionedAt = timePtr(st.TransitionedAt)
+	v.LastReadyEpoch, v.LastReadyAt = st.LastReadyEpoch, lastReadyAt(j)
+	if h := st.Health; h != nil {
+		if v.LastHeartbeatAt = timePtr(h.HeartbeatAt); v.LastHeartbeatAt != nil {
+			age := max(now.Sub(h.HeartbeatAt), 0).Seconds()
+			v.HeartbeatAgeSeconds = &age
+		}
+		in, out := h.RecordsInPerSec, h.RecordsOutPerSec
+		v.RecordsPerSecond, v.RecordsInPerSec, v.RecordsOutPerSec = &in, &in, &out
+		v.HealthTakenAt = timePtr(h.TakenAt)
+	}
 	return v
 }
 
-// lastReady is the job's newest ready epoch and when it became ready. The
-// status's own count wins when the API reports it; the checkpoints then
-// give only its time.
-func lastReady(j client.Job) (int64, *time.Time) {
-	var epoch int64
-	var at *time.Time
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// lastReadyAt is when the job's last ready epoch became ready: the
+// status's time, or, for an epoch whose time the status lacks (one
+// restored from an earlier controller's run), its checkpoint's.
+func lastReadyAt(j client.Job) *time.Time {
+	st := j.Status
+	if t := timePtr(st.LastReadyAt); t != nil || st.LastReadyEpoch == 0 {
+		return t
+	}
 	for _, cp := range j.Checkpoints {
-		if cp.State == "ready" && cp.Epoch > epoch {
-			epoch = cp.Epoch
-			at = nil
-			if !cp.FinishedAt.IsZero() {
-				t := cp.FinishedAt
-				at = &t
-			}
+		if cp.Epoch == st.LastReadyEpoch {
+			return timePtr(cp.FinishedAt)
 		}
 	}
-	if st := j.Status; st != nil && st.LastReadyEpoch != nil && *st.LastReadyEpoch != epoch {
-		return *st.LastReadyEpoch, nil
-	}
-	return epoch, at
+	return nil
 }
 
 // shortDuration writes d the way people read it at a glance: "850ms",
@@ -130,19 +147,37 @@ func epochText(e int64) string {
 	return strconv.FormatInt(e, 10)
 }
 
-func rateText(r *float64) string {
-	if r == nil {
+// rateText is records in and out per second, "-" before the API
+// reports them: "850/850", "12.5k/12.4k".
+func rateText(in, out *float64) string {
+	if in == nil || out == nil {
 		return "-"
 	}
-	return strconv.FormatFloat(*r, 'f', 0, 64)
+	return compact(*in) + "/" + compact(*out)
 }
 
-func errorText(f *client.Failure) string {
+func compact(f float64) string {
+	switch {
+	case f >= 1e6:
+		return strconv.FormatFloat(f/1e6, 'f', 1, 64) + "M"
+	case f >= 1e4:
+		return strconv.FormatFloat(f/1e3, 'f', 1, 64) + "k"
+	}
+	return strconv.FormatFloat(f, 'f', 0, 64)
+}
+
+// errorText is the last error with its age at now: "2m10s ago,
+// internal: worker w-1 of job demo has sent nothing for …".
+func errorText(f *client.Failure, now time.Time) string {
 	if f == nil || f.Message == "" {
 		return "-"
 	}
+	msg := f.Message
 	if f.Domain != "" {
-		return f.Domain + ": " + f.Message
+		msg = f.Domain + ": " + msg
 	}
-	return f.Message
+	if !f.At.IsZero() {
+		msg = shortDuration(now.Sub(f.At)) + " ago, " + msg
+	}
+	return msg
 }

@@ -24,7 +24,11 @@ redrawn in place; piped, it prints a line (with -o json, a JSON object) each
 time a job's state, run, restarts, last ready epoch, stop or last error changes.
 
 Columns: state and time in it, run id, restarts, last ready epoch and its age,
-heartbeat age and records per second (when the API reports them), last error.`,
+heartbeat age (of the run's least recently heard worker), records per second
+in/out, last error and its age. The controller writes these with the job's
+status (at most once a minute while it runs steadily, and on every state
+change); ages are computed when weirctl reads them. Watching every job costs
+one request per page of 100 jobs per interval.`,
 		Example: "  weirctl watch demo\n  weirctl watch --for 1m -o json | jq -c '{state, last_ready_epoch}'",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
@@ -161,23 +165,7 @@ func (w *watcher) frame(jobs []client.Job, pollErr error, width int) error {
 }
 
 func (w *watcher) table(jobs []client.Job) *table {
-	now := w.a.env.Now()
-	t := &table{
-		header: []string{"ID", "STATE", "FOR", "RUN", "RESTARTS", "EPOCH", "EPOCH AGE", "HB AGE", "REC/S", "LAST ERROR"},
-		shrink: []bool{true, false, false, false, false, false, false, false, false, true},
-	}
-	for _, j := range jobs {
-		v := viewOf(j)
-		state := v.State
-		if s := stopText(v.Stop); s != "" && !terminal(v.State) {
-			state += " (stop: " + s + ")"
-		}
-		run, restarts := runText(v)
-		t.add(v.ID, state, since(now, v.TransitionedAt), run, restarts,
-			epochText(v.LastReadyEpoch), since(now, v.LastReadyAt), since(now, v.LastHeartbeatAt),
-			rateText(v.RecordsPerSecond), errorText(v.LastError))
-	}
-	return t
+	return jobsTable(jobs, w.a.env.Now())
 }
 
 func terminal(state string) bool {
@@ -211,9 +199,11 @@ func (w *watcher) plain(jobs []client.Job, pollErr error, asJSON bool) error {
 	}
 	seen := map[string]bool{}
 	for _, j := range jobs {
-		v := viewOf(j)
+		v := viewOf(j, now)
 		seen[v.ID] = true
-		key := fmt.Sprint(v.State, v.RunID, v.Restarts, v.LastReadyEpoch, v.Stop, errorText(v.LastError))
+		// Ages and rates change on every read: a line is printed when what
+		// they describe changes (a new summary), not as time passes.
+		key := fmt.Sprint(v.State, v.RunID, v.Restarts, v.LastReadyEpoch, v.Stop, errorText(v.LastError, time.Time{}), v.HealthTakenAt)
 		if w.last[v.ID] == key {
 			continue
 		}
@@ -222,13 +212,13 @@ func (w *watcher) plain(jobs []client.Job, pollErr error, asJSON bool) error {
 		if asJSON {
 			err = writeLine(out, v)
 		} else {
-			lastErr := errorText(v.LastError)
+			lastErr := errorText(v.LastError, now)
 			if lastErr != "-" {
 				lastErr = fmt.Sprintf("%q", lastErr)
 			}
 			_, err = fmt.Fprintf(out, "%s %s state=%s for=%s run=%d restarts=%d last_ready_epoch=%d epoch_age=%s heartbeat_age=%s records_per_s=%s stop=%s last_error=%s\n",
 				stamp, v.ID, v.State, since(now, v.TransitionedAt), v.RunID, v.Restarts, v.LastReadyEpoch,
-				since(now, v.LastReadyAt), since(now, v.LastHeartbeatAt), rateText(v.RecordsPerSecond), v.Stop, lastErr)
+				since(now, v.LastReadyAt), since(now, v.LastHeartbeatAt), rateText(v.RecordsInPerSec, v.RecordsOutPerSec), v.Stop, lastErr)
 		}
 		if err != nil {
 			return err

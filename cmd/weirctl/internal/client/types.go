@@ -44,10 +44,22 @@ type Config struct {
 	UpdatedAt          time.Time      `json:"updated_at"`
 }
 
-// Failure is why a job failed or last recovered.
+// Failure is why a job failed or last recovered, and when.
 type Failure struct {
-	Message string `json:"message"`
-	Domain  string `json:"domain,omitempty"`
+	Message string    `json:"message"`
+	Domain  string    `json:"domain,omitempty"`
+	At      time.Time `json:"at,omitzero"`
+}
+
+// Health is the controller's summary of a job's current run, as of
+// TakenAt. Ages are computed at read time: now - HeartbeatAt.
+type Health struct {
+	// HeartbeatAt is the last heartbeat of the run's least recently heard
+	// worker; zero until a worker of the run is heard.
+	HeartbeatAt      time.Time `json:"heartbeat_at,omitzero"`
+	RecordsInPerSec  float64   `json:"records_in_per_sec"`
+	RecordsOutPerSec float64   `json:"records_out_per_sec"`
+	TakenAt          time.Time `json:"taken_at"`
 }
 
 // Status is what the controller last wrote about a job.
@@ -59,13 +71,10 @@ type Status struct {
 	TransitionedAt time.Time `json:"transitioned_at,omitzero"`
 	ConfigVersion  int64     `json:"config_version"`
 	LastError      *Failure  `json:"last_error,omitempty"`
-
-	// The fields below are not in the contract yet; weirctl shows them
-	// when the API reports them and derives or omits them otherwise.
-
-	LastReadyEpoch   *int64     `json:"last_ready_epoch,omitempty"`
-	LastHeartbeatAt  *time.Time `json:"last_heartbeat_at,omitempty"`
-	RecordsPerSecond *float64   `json:"records_per_second,omitempty"`
+	LastReadyEpoch int64     `json:"last_ready_epoch"`
+	LastReadyAt    time.Time `json:"last_ready_at,omitzero"`
+	// Health is nil from an API that predates it.
+	Health *Health `json:"health,omitempty"`
 }
 
 // Checkpoint is one epoch of a job.
