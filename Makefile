@@ -114,7 +114,7 @@ emulator-down:
 # FUZZ_TARGETS are package:FuzzFunc pairs. `go test` runs their committed
 # seed corpora (testdata/fuzz) every time; `make fuzz` explores beyond them.
 FUZZTIME ?= 30s
-FUZZ_TARGETS := ./core/protocol:FuzzDecode ./infra/dynamo:FuzzDecodeItem ./infra/dynamo:FuzzStoreReads ./functions/configapi/httpapi:FuzzRequest
+FUZZ_TARGETS := ./core/protocol:FuzzDecode ./core/protocol:FuzzDecodeMatchesReference ./core/job:FuzzValidIDMatchesItsPattern ./infra/dynamo:FuzzDecodeItem ./infra/dynamo:FuzzStoreReads ./functions/configapi/httpapi:FuzzRequest
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
