@@ -31,6 +31,7 @@ import (
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/weirstream/weir/chaos/checker"
+	"github.com/weirstream/weir/core/clock"
 	"github.com/weirstream/weir/core/controller"
 	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/store"
@@ -296,7 +297,7 @@ func (c *campaign) run(ctx context.Context) (*Report, error) {
 			}
 		}
 		wait := time.Duration(c.rng.ExpFloat64() * float64(c.o.EventEvery))
-		if !sleep(ctx, min(wait, time.Until(end))) {
+		if !clock.Sleep(ctx, clock.Real{}, min(wait, time.Until(end))) {
 			break
 		}
 		if time.Now().Before(end) {
@@ -495,7 +496,7 @@ func (c *campaign) controllerEvent(ctx context.Context, wg *sync.WaitGroup, kind
 		d := time.Duration(11000+c.rng.IntN(4000)) * time.Millisecond
 		in.pause()
 		wg.Go(func() {
-			sleep(ctx, d)
+			clock.Sleep(ctx, clock.Real{}, d)
 			in.resume()
 		})
 		return
@@ -625,15 +626,4 @@ func Summary(r *Report) string {
 		b.WriteString("\n  " + v.String())
 	}
 	return b.String()
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weirstream/weir/core/clock"
 	"github.com/weirstream/weir/core/inbox"
 	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/manager"
@@ -103,7 +104,7 @@ func (l lingerInbox) Receive(ctx context.Context) ([]inbox.Delivery, error) {
 	defer l.mu.Unlock()
 	ds, err := l.Inbox.Receive(ctx)
 	if err == nil && len(ds) > 0 && len(ds) < inbox.MaxBatch {
-		sleepCtx(ctx, l.linger)
+		clock.Sleep(ctx, clock.Real{}, l.linger)
 	}
 	return ds, err
 }

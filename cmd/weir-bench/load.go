@@ -258,12 +258,12 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	// A quiet window before the workers start: the jobs only tick, so
 	// the CPU a tick costs is measured on its own.
 	if !o.plain && o.quiet > 0 {
-		if !sleepCtx(ctx, time.Second) {
+		if !clock.Sleep(ctx, clock.Real{}, time.Second) {
 			return res, ctx.Err()
 		}
 		ticks.reset()
 		cpuQ, tQ := cpuSeconds(), time.Now()
-		if !sleepCtx(ctx, o.quiet) {
+		if !clock.Sleep(ctx, clock.Real{}, o.quiet) {
 			return res, ctx.Err()
 		}
 		if n := ticks.count(); n > 0 {
@@ -276,7 +276,7 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	// on and have a heartbeat time-out to start.
 	wg.Go(func() { sim.Run(ctx) })
 
-	if !sleepCtx(ctx, o.warmup) {
+	if !clock.Sleep(ctx, clock.Real{}, o.warmup) {
 		return res, ctx.Err()
 	}
 	// The measured window.
@@ -292,7 +292,7 @@ func runLoad(parent context.Context, o loadOptions, log *slog.Logger) (LoadResul
 	inStats0 := in.Stats()
 	hb0, ur0, rd0 := sim.stats.Heartbeats.Load(), sim.stats.Urgent.Load(), sim.stats.CommandReads.Load()
 	cpu0, t0 := cpuSeconds(), time.Now()
-	ok := sleepCtx(ctx, o.window)
+	ok := clock.Sleep(ctx, clock.Real{}, o.window)
 	cpu1, t1 := cpuSeconds(), time.Now()
 	pcancel()
 	if !ok {
@@ -368,16 +368,6 @@ func diffStats(a, b meminbox.Stats) meminbox.Stats {
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
 
 // plainConsumer receives and acknowledges without decoding: the
 // calibration run's stand-in for the controller.

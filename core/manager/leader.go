@@ -30,7 +30,7 @@ func RunAsLeader(ctx context.Context, lease leader.Lease, clk clock.Clock, log *
 		if err != nil {
 			retry = min(max(2*retry, 500*time.Millisecond), 30*time.Second)
 			log.Warn("could not campaign for the lease; will retry", "retry_in", retry.String(), "err", err)
-			if !sleep(ctx, clk, retry) {
+			if !clock.Sleep(ctx, clk, retry) {
 				return nil
 			}
 			continue
@@ -71,19 +71,9 @@ func RunAsLeader(ctx context.Context, lease leader.Lease, clk clock.Clock, log *
 		}
 		retry = min(max(2*retry, 500*time.Millisecond), 30*time.Second)
 		log.Warn("campaigning again after a pause", "retry_in", retry.String())
-		if !sleep(ctx, clk, retry) {
+		if !clock.Sleep(ctx, clk, retry) {
 			return nil
 		}
 	}
 }
 
-func sleep(ctx context.Context, clk clock.Clock, d time.Duration) bool {
-	t := clk.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C():
-		return true
-	}
-}

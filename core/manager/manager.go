@@ -173,12 +173,5 @@ func (m *Manager) Run(ctx context.Context, fence store.Fence) error {
 }
 
 func (t *tenure) sleep(ctx context.Context, d time.Duration) bool {
-	tm := t.d.Clock.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-tm.C():
-		return true
-	}
+	return clock.Sleep(ctx, t.d.Clock, d)
 }

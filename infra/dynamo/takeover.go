@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/weirstream/weir/core/clock"
 	"github.com/weirstream/weir/core/job"
 	"github.com/weirstream/weir/core/store"
 )
@@ -110,8 +111,8 @@ func (s *Store) batchGet(ctx context.Context, keys []map[string]types.AttributeV
 				if attempt >= unprocessedAttempts {
 					return nil, fmt.Errorf("batch read of %s: %d keys still unprocessed after %d attempts (throttled): try again later", s.table, len(pending), attempt)
 				}
-				if err := sleepCtx(ctx, unprocessedBackoff(attempt)); err != nil {
-					return nil, err
+				if !clock.Sleep(ctx, clock.Real{}, unprocessedBackoff(attempt)) {
+					return nil, ctx.Err()
 				}
 			}
 			out, err := s.db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{
@@ -134,17 +135,6 @@ func (s *Store) batchGet(ctx context.Context, keys []map[string]types.AttributeV
 func unprocessedBackoff(attempt int) time.Duration {
 	d := min(50*time.Millisecond<<min(attempt-1, 5), time.Second)
 	return time.Duration(rand.Int64N(int64(d))) + time.Millisecond
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // decodeRead fills js from the job's config, status and command items (the

@@ -15,7 +15,6 @@
 package faults
 
 import (
-	"context"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -29,6 +28,8 @@ import (
 	"time"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+
+	"github.com/weirstream/weir/core/clock"
 )
 
 // Kind is a kind of fault.
@@ -191,8 +192,8 @@ func (in *Injector) Do(r *http.Request) (*http.Response, error) {
 		}
 	}
 	if delay > 0 {
-		if err := sleep(r.Context(), delay); err != nil {
-			return nil, err
+		if !clock.Sleep(r.Context(), clock.Real{}, delay) {
+			return nil, r.Context().Err()
 		}
 	}
 	switch fault {
@@ -280,17 +281,6 @@ func firstAttempt(r *http.Request) bool {
 		}
 	}
 	return true
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // errorResponse is an error answer in the JSON protocols' shape: the
