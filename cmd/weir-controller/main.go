@@ -183,7 +183,7 @@ func serve(ctx context.Context, s settings) error {
 		return err
 	}
 	log.Info("weir-controller starting", "launcher", s.Launcher, "jobs_table", s.JobsTable, "lease_table", s.LeaseTable,
-		"lease", s.Lease.Name, "owner", lease.Owner(), "health_addr", health.Addr(), "metrics_exporter", tel.Exporter(), "trace_exporter", tel.TraceExporter())
+		"urgent_queue", s.WorkerUrgentQueueURL != "", "lease", s.Lease.Name, "owner", lease.Owner(), "health_addr", health.Addr(), "metrics_exporter", tel.Exporter(), "trace_exporter", tel.TraceExporter())
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return health.run(gctx) })
