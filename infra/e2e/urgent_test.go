@@ -107,7 +107,9 @@ func failureToRecovering(t *testing.T, urgentQueue bool) time.Duration {
 	}
 	lease, err := dynamo.NewLease(dynamo.NewClient(cfg), dynamo.LeaseConfig{
 		Table: env[resources.EnvLeaseTable], Name: "controller",
-		Duration: 3 * time.Second, RenewInterval: 500 * time.Millisecond, RenewDeadline: 2 * time.Second, Logger: log,
+		// Generous: a lease lost to a stalled emulator would time a
+		// take-over, not the urgent queue.
+		Duration: 15 * time.Second, RenewInterval: 500 * time.Millisecond, RenewDeadline: 10 * time.Second, Logger: log,
 	})
 	if err != nil {
 		t.Fatal(err)
