@@ -211,11 +211,6 @@ done <<<"$env_text"
 api_url="http://127.0.0.1:$api_port"
 export WEIR_API_URL="$api_url"
 
-# One demo job sends a trickle of messages: without a receive linger each
-# costs a receive of its own, which is nothing locally, and its
-# checkpoints are not held up by the linger (a deployment keeps 1.5 s).
-export WEIR_RECEIVE_LINGER="${WEIR_RECEIVE_LINGER:-0s}"
-
 # The binaries are on the controller's PATH, where the process launcher
 # finds the worker command.
 PATH="$bin:$PATH" python3 -c "$own_group" "$bin/weir-controller" --launcher process \

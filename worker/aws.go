@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
@@ -17,8 +18,22 @@ var (
 	_ Commands  = (*dynamo.Store)(nil)
 )
 
+// twoQueues sends routine envelopes to the worker queue and urgent ones to
+// the urgent queue.
+type twoQueues struct{ routine, urgent *sqs.Publisher }
+
+func (q twoQueues) Publish(ctx context.Context, body []byte) error {
+	return q.routine.Publish(ctx, body)
+}
+
+func (q twoQueues) PublishUrgent(ctx context.Context, body []byte) error {
+	return q.urgent.Publish(ctx, body)
+}
+
 // Connect returns the worker's ports on AWS, with clients made from cfg:
-// envelopes go to id's worker queue through infra/sqs, and the command
+// envelopes go to id's worker queue through infra/sqs (those with urgent
+// news to its urgent queue, if it has one: the Publisher is then an
+// UrgentPublisher), and the command
 // record is read from id's jobs table through infra/dynamo (an eventually
 // consistent GetItem). Load cfg once in main (config.LoadDefaultConfig)
 // and pass it in; it makes no AWS call itself.
@@ -29,9 +44,18 @@ func Connect(cfg aws.Config, id Identity, logger *slog.Logger) (Publisher, Comma
 	if logger == nil {
 		logger = slog.Default()
 	}
-	pub, err := sqs.NewPublisher(awssqs.NewFromConfig(cfg), id.QueueURL, sqs.PublisherOptions{Logger: logger})
+	client := awssqs.NewFromConfig(cfg)
+	routine, err := sqs.NewPublisher(client, id.QueueURL, sqs.PublisherOptions{Logger: logger})
 	if err != nil {
 		return nil, nil, fmt.Errorf("worker: %w", err)
+	}
+	var pub Publisher = routine
+	if id.UrgentQueueURL != "" {
+		urgent, err := sqs.NewPublisher(client, id.UrgentQueueURL, sqs.PublisherOptions{Logger: logger})
+		if err != nil {
+			return nil, nil, fmt.Errorf("worker: %w", err)
+		}
+		pub = twoQueues{routine: routine, urgent: urgent}
 	}
 	st, err := dynamo.NewStore(dynamodb.NewFromConfig(cfg), id.JobsTable)
 	if err != nil {

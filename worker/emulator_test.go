@@ -18,6 +18,7 @@ import (
 	"github.com/weirstream/weir/infra/accounting"
 	"github.com/weirstream/weir/infra/awstest"
 	"github.com/weirstream/weir/infra/dynamo"
+	"github.com/weirstream/weir/infra/launcher"
 	"github.com/weirstream/weir/infra/resources"
 	"github.com/weirstream/weir/infra/resources/resourcestest"
 	"github.com/weirstream/weir/worker"
@@ -178,6 +179,11 @@ func TestEnvNamesMatchTheStack(t *testing.T) {
 	if worker.EnvQueueURL != resources.EnvWorkerQueueURL || worker.EnvJobsTable != resources.EnvJobsTable {
 		t.Errorf("worker reads %s and %s; the stack's outputs are %s and %s",
 			worker.EnvQueueURL, worker.EnvJobsTable, resources.EnvWorkerQueueURL, resources.EnvJobsTable)
+	}
+	for _, name := range []string{resources.EnvWorkerUrgentQueueURL, launcher.EnvWorkerUrgentQueueURL} {
+		if name != worker.EnvUrgentQueueURL {
+			t.Errorf("worker reads %s; the stack and the launchers name it %s", worker.EnvUrgentQueueURL, name)
+		}
 	}
 }
 

@@ -23,6 +23,11 @@ const (
 	EnvWorkerID = "WEIR_WORKER_ID"
 	// EnvQueueURL is the URL of the worker queue envelopes go to.
 	EnvQueueURL = "WEIR_WORKER_QUEUE_URL"
+	// EnvUrgentQueueURL is optional: the URL of the urgent worker queue,
+	// where envelopes with news the controller must act on at once go (a
+	// subtask newly failed, a source newly finished). Unset: every envelope
+	// goes to EnvQueueURL.
+	EnvUrgentQueueURL = "WEIR_WORKER_URGENT_QUEUE_URL"
 	// EnvJobsTable is the DynamoDB table that holds the command record.
 	EnvJobsTable = "WEIR_JOBS_TABLE"
 	// EnvSlots is optional: the task slots the worker offers (default 1).
@@ -40,6 +45,9 @@ type Identity struct {
 	WorkerID  string
 	QueueURL  string
 	JobsTable string
+	// UrgentQueueURL, if set, receives the envelopes that carry urgent
+	// news (see EnvUrgentQueueURL).
+	UrgentQueueURL string
 	// Slots is the number of task slots the worker offers (default 1).
 	Slots int
 	// HeartbeatInterval is how often the worker sends an envelope when
@@ -66,6 +74,9 @@ func IdentityFromEnv(lookup func(string) (string, bool)) (Identity, error) {
 		WorkerID:  get(EnvWorkerID, "the worker id the controller asked the launcher for"),
 		QueueURL:  get(EnvQueueURL, "the worker queue's URL (stack output WorkerQueueUrl)"),
 		JobsTable: get(EnvJobsTable, "the jobs table's name (stack output JobsTableName)"),
+	}
+	if v, ok := lookup(EnvUrgentQueueURL); ok {
+		id.UrgentQueueURL = strings.TrimSpace(v)
 	}
 	if v := get(EnvRunID, "the run id the worker was started for (a whole number, 1 or more)"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -125,6 +136,13 @@ func (id Identity) Validate() error {
 	if !strings.HasPrefix(id.QueueURL, "http://") && !strings.HasPrefix(id.QueueURL, "https://") {
 		problems = append(problems, fmt.Errorf("%s is %q: set it to the worker queue's URL, https://sqs.<region>.amazonaws.com/<account>/<queue>", EnvQueueURL, id.QueueURL))
 	}
+	if id.UrgentQueueURL != "" {
+		if !strings.HasPrefix(id.UrgentQueueURL, "http://") && !strings.HasPrefix(id.UrgentQueueURL, "https://") {
+			problems = append(problems, fmt.Errorf("%s is %q: set it to the urgent worker queue's URL (stack output WorkerUrgentQueueUrl), or leave it unset to send everything to %s", EnvUrgentQueueURL, id.UrgentQueueURL, EnvQueueURL))
+		} else if id.UrgentQueueURL == id.QueueURL {
+			problems = append(problems, fmt.Errorf("%s is the worker queue's URL: set it to the urgent queue's (stack output WorkerUrgentQueueUrl), or leave it unset", EnvUrgentQueueURL))
+		}
+	}
 	if id.JobsTable == "" {
 		problems = append(problems, fmt.Errorf("%s is empty: set it to the jobs table's name", EnvJobsTable))
 	}
@@ -149,6 +167,9 @@ func (id Identity) Env() map[string]string {
 		EnvWorkerID:  id.WorkerID,
 		EnvQueueURL:  id.QueueURL,
 		EnvJobsTable: id.JobsTable,
+	}
+	if id.UrgentQueueURL != "" {
+		env[EnvUrgentQueueURL] = id.UrgentQueueURL
 	}
 	if id.Slots != 0 {
 		env[EnvSlots] = strconv.Itoa(id.Slots)

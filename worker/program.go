@@ -165,7 +165,7 @@ func (r *Reporter) SetMetrics(s Subtask, m Metrics) error {
 // Finish reports that a subtask ended normally (a bounded source ran out
 // of input). A failed subtask stays failed.
 func (r *Reporter) Finish(s Subtask) error {
-	return r.w.update(s, true, finish)
+	return r.w.updateNews(s, true, true, finish)
 }
 
 // Fail reports that a subtask cannot go on; err says why (see Failure).

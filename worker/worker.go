@@ -26,6 +26,17 @@ type Publisher interface {
 	Publish(ctx context.Context, body []byte) error
 }
 
+// UrgentPublisher is a Publisher with a second queue for the envelopes
+// whose news the controller must act on at once: a subtask newly failed or
+// a source newly finished. The controller receives that queue without
+// lingering to batch, so such news is not held up behind routine
+// heartbeats. The worker sends through PublishUrgent when its publisher
+// has it (Connect's does when the identity names an urgent queue).
+type UrgentPublisher interface {
+	Publisher
+	PublishUrgent(ctx context.Context, body []byte) error
+}
+
 // Commands reads a job's command record, eventually consistently; it
 // returns an error wrapping store.ErrNotFound when there is none yet.
 // *dynamo.Store (infra/dynamo) is one.
@@ -160,6 +171,10 @@ type Worker struct {
 	assigned  map[Subtask]bool
 	sched     *schedule
 	lastFlush time.Time
+	// urgentNews says the news not yet sent includes a subtask newly
+	// failed or a source newly finished: the next envelope goes to the
+	// urgent queue.
+	urgentNews bool
 
 	// The command loop's state. It alone writes these; started,
 	// startFailed and finalEpoch are written under mu too, because the
@@ -240,6 +255,13 @@ func (w *Worker) Run(ctx context.Context) error {
 // update changes one assigned subtask's state under mu; urgent changes
 // bring the next envelope forward.
 func (w *Worker) update(s Subtask, urgent bool, f func(t *protocol.Task)) error {
+	return w.updateNews(s, urgent, false, f)
+}
+
+// updateNews is update that also marks the next envelope for the urgent
+// queue when the subtask newly fails, or, with finishIsNews (a source that
+// ran out of input, not a stop), newly finishes.
+func (w *Worker) updateNews(s Subtask, urgent, finishIsNews bool, f func(t *protocol.Task)) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.assigned[s] {
@@ -249,11 +271,19 @@ func (w *Worker) update(s Subtask, urgent bool, f func(t *protocol.Task)) error 
 	if !ok {
 		t = protocol.Task{Operator: s.Operator, Subtask: s.Index, State: protocol.Scheduled}
 	}
+	prev := t.State
 	f(&t)
+	news := t.State != prev && (t.State == protocol.Failed || finishIsNews && t.State == protocol.Finished)
+	var err error
 	if urgent {
-		return w.b.SetTask(w.clock.Now(), t)
+		err = w.b.SetTask(w.clock.Now(), t)
+	} else {
+		err = w.b.SetTaskLater(t)
 	}
-	return w.b.SetTaskLater(t)
+	if err == nil && news {
+		w.urgentNews = true
+	}
+	return err
 }
 
 func (w *Worker) updateAll(urgent bool, f func(t *protocol.Task)) {
@@ -338,6 +368,10 @@ func (w *Worker) flush(ctx context.Context) {
 	w.mu.Lock()
 	bodies, err := w.b.Flush(now)
 	w.lastFlush = now
+	urgent := w.urgentNews && err == nil
+	if urgent {
+		w.urgentNews = false
+	}
 	w.mu.Unlock()
 	if err != nil {
 		// Flush keeps its news for the next try, a heartbeat from now (the
@@ -346,18 +380,22 @@ func (w *Worker) flush(ctx context.Context) {
 		sleep(ctx, w.clock, w.id.HeartbeatInterval)
 		return
 	}
+	publish := w.pub.Publish
+	if up, ok := w.pub.(UrgentPublisher); ok && urgent {
+		publish = up.PublishUrgent
+	}
 	for _, body := range bodies {
-		w.send(ctx, body)
+		w.send(ctx, publish, body)
 	}
 }
 
 // send tries one envelope a few times. An envelope that cannot be sent is
 // dropped: the next one carries the same state, which is what makes that
 // safe.
-func (w *Worker) send(ctx context.Context, body []byte) {
+func (w *Worker) send(ctx context.Context, publish func(context.Context, []byte) error, body []byte) {
 	pause := w.o.SendBackoff
 	for attempt := 1; ; attempt++ {
-		err := w.pub.Publish(ctx, body)
+		err := publish(ctx, body)
 		if err == nil || ctx.Err() != nil {
 			return
 		}

@@ -219,17 +219,25 @@ func isRead(name string) bool {
 	return false
 }
 
+// urgentQueueWait is the long-poll wait of the controller's one receiver
+// on the urgent worker queue (the SQS inbox's default and SQS's maximum).
+const urgentQueueWait = 20 * time.Second
+
 // controllerMonth is what one controller costs whatever its jobs: lease
-// renewals (a conditional write of a small item every renew interval) and
+// renewals (a conditional write of a small item every renew interval),
 // polls of the active index (a query every poll interval; with few jobs
-// under 4 KB, eventually consistent).
+// under 4 KB, eventually consistent) and the idle long polls of the urgent
+// worker queue (one receive per wait: its rare messages add a receive and
+// a delete each, too few to count).
 func controllerMonth(p accounting.Prices) (map[string]float64, float64) {
 	renewals := month.Seconds() / dynamo.DefaultRenewInterval.Seconds()
 	polls := month.Seconds() / manager.DefaultPollInterval.Seconds()
+	urgentPolls := month.Seconds() / urgentQueueWait.Seconds()
 	reqs := map[string]float64{
-		"dynamodb.UpdateItem lease": renewals,
-		opIndexPoll:                 polls,
+		"dynamodb.UpdateItem lease":      renewals,
+		opIndexPoll:                      polls,
+		"sqs.ReceiveMessage urgent idle": urgentPolls,
 	}
-	usd := renewals*p.DynamoDBWriteUnit + polls*0.5*p.DynamoDBReadUnit
+	usd := renewals*p.DynamoDBWriteUnit + polls*0.5*p.DynamoDBReadUnit + urgentPolls*p.SQSRequest
 	return reqs, usd
 }

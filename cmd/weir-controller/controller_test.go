@@ -313,6 +313,7 @@ func TestTheLeaderStartsWorkersThroughTheProcessLauncher(t *testing.T) {
 		for _, want := range []string{
 			"WEIR_JOB_ID=clicks", "WEIR_RUN_ID=1", "WEIR_WORKER_ID=" + w, "WEIR_WORKER_SLOTS=1", "WEIR_PROGRAM=demo",
 			resources.EnvWorkerQueueURL + "=" + env[resources.EnvWorkerQueueURL], resources.EnvJobsTable + "=" + env[resources.EnvJobsTable],
+			resources.EnvWorkerUrgentQueueURL + "=" + env[resources.EnvWorkerUrgentQueueURL],
 			"AWS_ENDPOINT_URL=" + os.Getenv("AWS_ENDPOINT_URL"),
 		} {
 			if !slices.Contains(got, want) {

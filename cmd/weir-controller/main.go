@@ -31,6 +31,7 @@ import (
 
 	"github.com/weirstream/weir/core/clock"
 	"github.com/weirstream/weir/core/fleet"
+	"github.com/weirstream/weir/core/inbox"
 	"github.com/weirstream/weir/core/manager"
 	"github.com/weirstream/weir/core/store"
 	"github.com/weirstream/weir/infra/accounting"
@@ -39,6 +40,7 @@ import (
 	"github.com/weirstream/weir/infra/launcher/ecs"
 	"github.com/weirstream/weir/infra/launcher/external"
 	"github.com/weirstream/weir/infra/launcher/process"
+	"github.com/weirstream/weir/infra/resources"
 	"github.com/weirstream/weir/infra/sqs"
 	"github.com/weirstream/weir/infra/telemetry"
 )
@@ -159,7 +161,7 @@ func serve(ctx context.Context, s settings) error {
 	}
 	// The manager's tenure runs the inbox's receive loop, so a standby
 	// holds no worker messages.
-	in, err := sqs.NewInbox(awssqs.NewFromConfig(awsCfg), s.WorkerQueueURL, sqs.InboxOptions{Logger: log, Linger: s.ReceiveLinger})
+	in, err := newInbox(awssqs.NewFromConfig(awsCfg), s, log)
 	if err != nil {
 		return err
 	}
@@ -181,7 +183,7 @@ func serve(ctx context.Context, s settings) error {
 		return err
 	}
 	log.Info("weir-controller starting", "launcher", s.Launcher, "jobs_table", s.JobsTable, "lease_table", s.LeaseTable,
-		"lease", s.Lease.Name, "owner", lease.Owner(), "health_addr", health.Addr(), "metrics_exporter", tel.Exporter(), "trace_exporter", tel.TraceExporter())
+		"urgent_queue", s.WorkerUrgentQueueURL != "", "lease", s.Lease.Name, "owner", lease.Owner(), "health_addr", health.Addr(), "metrics_exporter", tel.Exporter(), "trace_exporter", tel.TraceExporter())
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return health.run(gctx) })
@@ -231,7 +233,12 @@ func newLauncher(ctx context.Context, s settings, cfg aws.Config, log *slog.Logg
 	case launcherProcess:
 		exe, _ := os.Executable()
 		command := besideExecutable(s.Process.Command, exe, exec.LookPath)
-		return process.New(process.Options{Command: command, StateDir: s.Process.StateDir, Grace: s.Process.Grace, Logger: log})
+		o := process.Options{Command: command, StateDir: s.Process.StateDir, Grace: s.Process.Grace, Logger: log}
+		if s.WorkerUrgentQueueURL != "" {
+			// The flag may name it where the environment does not.
+			o.Env = []string{resources.EnvWorkerUrgentQueueURL + "=" + s.WorkerUrgentQueueURL}
+		}
+		return process.New(o)
 	case launcherECS:
 		o := s.ECS
 		o.Logger = log
@@ -249,6 +256,23 @@ func newLauncher(ctx context.Context, s settings, cfg aws.Config, log *slog.Logg
 		return external.New(log), nil
 	}
 	return nil, fmt.Errorf("unknown launcher %q", s.Launcher)
+}
+
+// newInbox makes the inbox of the worker queue, lingering between partial
+// receives so they carry several messages, and, with an urgent queue, fans
+// it in with an inbox of that queue that never lingers: failures and
+// finished sources then reach their job at once. One receiver suffices
+// for the urgent queue: its messages are rare.
+func newInbox(client *awssqs.Client, s settings, log *slog.Logger) (inbox.Inbox, error) {
+	routine, err := sqs.NewInbox(client, s.WorkerQueueURL, sqs.InboxOptions{Logger: log, Linger: s.ReceiveLinger})
+	if err != nil || s.WorkerUrgentQueueURL == "" {
+		return routine, err
+	}
+	urgent, err := sqs.NewInbox(client, s.WorkerUrgentQueueURL, sqs.InboxOptions{Logger: log, Receivers: 1})
+	if err != nil {
+		return nil, err
+	}
+	return inbox.NewFanIn(clock.Real{}, routine, urgent)
 }
 
 // ackLinger is the manager's AckLinger for a linger setting: the manager

@@ -41,6 +41,10 @@ type settings struct {
 	JobsTable      string
 	LeaseTable     string
 	WorkerQueueURL string
+	// WorkerUrgentQueueURL, if set, is received from with no linger, so a
+	// worker's failure or finished source does not wait for the batching
+	// of WorkerQueueURL (docs/protocol.md). Empty: one queue, as before.
+	WorkerUrgentQueueURL string
 
 	Launcher string
 	Process  processSettings
@@ -87,6 +91,7 @@ type flags struct {
 
 	pollInterval       durationFlag
 	receiveLinger      durationFlag
+	urgentQueueURL     string
 	ackLinger          durationFlag
 	heartbeatTimeout   durationFlag
 	leaseName          string
@@ -130,6 +135,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.Var(&f.pollInterval, "poll-interval", "how often the active jobs are read")
 	f.receiveLinger = durationFlag{d: sqs.DefaultReceiveLinger}
 	fs.Var(&f.receiveLinger, "receive-linger", "after a receive from the worker queue that was not full, wait this long before the next (0 to 1m; default from "+envReceiveLinger+" if set): messages gather, so receives and deletes carry several, at up to this much delay at a trickle")
+	fs.StringVar(&f.urgentQueueURL, "urgent-queue-url", "", "URL of the urgent worker queue (stack output WorkerUrgentQueueUrl; default from "+resources.EnvWorkerUrgentQueueURL+" if set), received from with no linger so task failures and finished sources reach their job at once; empty: workers send everything to the worker queue")
 	f.ackLinger = durationFlag{d: sqs.DefaultAckLinger}
 	fs.Var(&f.ackLinger, "ack-linger", "handled worker messages wait up to this long for company before a delete call that would carry fewer than ten (0 to 10s; default from "+envAckLinger+" if set)")
 	f.heartbeatTimeout = durationFlag{d: protocol.DefaultHeartbeatTimeout}
@@ -176,10 +182,21 @@ func (f *flags) settings(getenv func(string) string) (settings, error) {
 	if len(unset) > 0 {
 		p.addf(`%s not set: set them from the stack's outputs, e.g. eval "$(weir-resources create --stack NAME)"`, strings.Join(unset, ", "))
 	}
-	if s.WorkerQueueURL != "" {
-		if u, err := url.Parse(s.WorkerQueueURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			p.addf("%s=%q is not a queue URL: want https://sqs.REGION.amazonaws.com/ACCOUNT/NAME", resources.EnvWorkerQueueURL, s.WorkerQueueURL)
-		}
+	if s.WorkerQueueURL != "" && !isQueueURL(s.WorkerQueueURL) {
+		p.addf("%s=%q is not a queue URL: want https://sqs.REGION.amazonaws.com/ACCOUNT/NAME", resources.EnvWorkerQueueURL, s.WorkerQueueURL)
+	}
+	urgentSource := "--urgent-queue-url"
+	s.WorkerUrgentQueueURL = strings.TrimSpace(f.urgentQueueURL)
+	if f.fs == nil || !f.fs.Changed("urgent-queue-url") {
+		urgentSource = resources.EnvWorkerUrgentQueueURL
+		s.WorkerUrgentQueueURL = strings.TrimSpace(getenv(resources.EnvWorkerUrgentQueueURL))
+	}
+	switch {
+	case s.WorkerUrgentQueueURL == "":
+	case !isQueueURL(s.WorkerUrgentQueueURL):
+		p.addf("%s=%q is not a queue URL: want https://sqs.REGION.amazonaws.com/ACCOUNT/NAME (stack output WorkerUrgentQueueUrl), or leave it unset for one queue", urgentSource, s.WorkerUrgentQueueURL)
+	case s.WorkerUrgentQueueURL == s.WorkerQueueURL:
+		p.addf("%s is the worker queue's URL: name the urgent queue (stack output WorkerUrgentQueueUrl), or leave it unset for one queue", urgentSource)
 	}
 
 	f.checkLauncher(&s, &p)
@@ -272,6 +289,9 @@ func (f *flags) checkLauncher(s *settings, p *problems) {
 			// Workers talk to the controller's stack.
 			Env: map[string]string{resources.EnvWorkerQueueURL: s.WorkerQueueURL, resources.EnvJobsTable: s.JobsTable},
 		}
+		if s.WorkerUrgentQueueURL != "" {
+			s.ECS.Env[resources.EnvWorkerUrgentQueueURL] = s.WorkerUrgentQueueURL
+		}
 		var missing []string
 		if s.ECS.Cluster == "" {
 			missing = append(missing, "--ecs-cluster")
@@ -332,6 +352,13 @@ func (f *flags) linger(p *problems, getenv func(string) string, name, env string
 		p.addf("%s must be from 0 (no linger) to %s", source, most)
 	}
 	return fl.d
+}
+
+// isQueueURL says whether v looks like an SQS queue URL (http for the
+// emulator).
+func isQueueURL(v string) bool {
+	u, err := url.Parse(v)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
 }
 
 // problems collects what is wrong with the settings.

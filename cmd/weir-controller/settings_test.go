@@ -112,6 +112,18 @@ func TestSettingsNameEveryProblem(t *testing.T) {
 			want: []string{`WEIR_WORKER_QUEUE_URL="weir-local-Workers" is not a queue URL`},
 		},
 		{
+			name: "urgent queue url",
+			env:  withEnv(stackEnv, resources.EnvWorkerUrgentQueueURL, "weir-local-urgent"),
+			args: []string{"--launcher", "external"},
+			want: []string{`WEIR_WORKER_URGENT_QUEUE_URL="weir-local-urgent" is not a queue URL`},
+		},
+		{
+			name: "urgent queue flag is the worker queue",
+			env:  stackEnv,
+			args: []string{"--launcher", "external", "--urgent-queue-url", stackEnv[resources.EnvWorkerQueueURL]},
+			want: []string{"--urgent-queue-url is the worker queue's URL"},
+		},
+		{
 			name: "unknown launcher",
 			env:  stackEnv,
 			args: []string{"--launcher", "k8s"},
@@ -293,5 +305,32 @@ func TestSettingsAckLinger(t *testing.T) {
 	_, err = parse(t, stackEnv, "--launcher", "external", "--ack-linger", "20s")
 	if err == nil || !strings.Contains(err.Error(), "--ack-linger 20s must be from 0 (no linger) to 10s") {
 		t.Errorf("--ack-linger 20s: %v", err)
+	}
+}
+
+func withEnv(env map[string]string, k, v string) map[string]string {
+	out := maps.Clone(env)
+	out[k] = v
+	return out
+}
+
+func TestSettingsUrgentQueue(t *testing.T) {
+	const urgent = "http://127.0.0.1:4566/000000000000/weir-local-worker-urgent"
+	s, err := parse(t, stackEnv, "--launcher", "external")
+	if err != nil || s.WorkerUrgentQueueURL != "" {
+		t.Fatalf("without the setting: urgent queue %q, %v; want none", s.WorkerUrgentQueueURL, err)
+	}
+	s, err = parse(t, withEnv(stackEnv, resources.EnvWorkerUrgentQueueURL, " "+urgent+" "), "--launcher", "ecs", "--ecs-cluster", "weir",
+		"--ecs-task-definition", "worker:3", "--ecs-subnets", "subnet-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.WorkerUrgentQueueURL != urgent || s.ECS.Env[resources.EnvWorkerUrgentQueueURL] != urgent {
+		t.Errorf("urgent queue %q, ECS workers get %q; want %q for both", s.WorkerUrgentQueueURL, s.ECS.Env[resources.EnvWorkerUrgentQueueURL], urgent)
+	}
+	// The flag wins over the environment.
+	s, err = parse(t, withEnv(stackEnv, resources.EnvWorkerUrgentQueueURL, "http://elsewhere/1/q"), "--launcher", "external", "--urgent-queue-url", urgent)
+	if err != nil || s.WorkerUrgentQueueURL != urgent {
+		t.Errorf("with the flag: %q, %v; want %q", s.WorkerUrgentQueueURL, err, urgent)
 	}
 }

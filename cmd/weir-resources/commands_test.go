@@ -92,11 +92,11 @@ func TestCreatePrintsTheEnvironmentAndDeleteRemovesTheStack(t *testing.T) {
 	if env["WEIR_JOBS_TABLE"] != stack+"-jobs" || env["WEIR_LEASE_TABLE"] != stack+"-leases" ||
 		!strings.HasSuffix(env["WEIR_WORKER_QUEUE_URL"], "/"+stack+"-worker-messages") ||
 		!strings.HasSuffix(env["WEIR_WORKER_DLQ_URL"], "/"+stack+"-worker-dlq") ||
-		env["WEIR_SCHEDULE_GROUP"] != stack+"-ttl" || !strings.HasSuffix(env["WEIR_SCHEDULE_DLQ_ARN"], ":"+stack+"-schedule-dlq") || len(env) != 6 {
+		env["WEIR_SCHEDULE_GROUP"] != stack+"-ttl" || !strings.HasSuffix(env["WEIR_SCHEDULE_DLQ_ARN"], ":"+stack+"-schedule-dlq") || len(env) != 7 {
 		t.Errorf("create printed %v", env)
 	}
-	if strings.Count(progress, "created") != 6 {
-		t.Errorf("progress on stderr = %q, want six 'created' lines", progress)
+	if strings.Count(progress, "created") != 7 {
+		t.Errorf("progress on stderr = %q, want seven 'created' lines", progress)
 	}
 	if _, err := ddb.DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String(env["WEIR_JOBS_TABLE"])}); err != nil {
 		t.Errorf("jobs table: %v", err)
@@ -126,7 +126,7 @@ func TestCreatePrintsTheEnvironmentAndDeleteRemovesTheStack(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		t.Fatalf("json output: %v\n%s", err, out)
 	}
-	if doc.Stack != stack || len(doc.Resources) != 6 || doc.Env["WEIR_JOBS_TABLE"] != env["WEIR_JOBS_TABLE"] {
+	if doc.Stack != stack || len(doc.Resources) != 7 || doc.Env["WEIR_JOBS_TABLE"] != env["WEIR_JOBS_TABLE"] {
 		t.Errorf("json output = %+v", doc)
 	}
 	for _, r := range doc.Resources {
@@ -139,8 +139,8 @@ func TestCreatePrintsTheEnvironmentAndDeleteRemovesTheStack(t *testing.T) {
 	if err != nil {
 		t.Fatalf("delete: %v", err)
 	}
-	if strings.Count(out, "deleted") != 6 {
-		t.Errorf("delete printed %q, want six 'deleted' lines", out)
+	if strings.Count(out, "deleted") != 7 {
+		t.Errorf("delete printed %q, want seven 'deleted' lines", out)
 	}
 	if _, err := ddb.DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String(env["WEIR_JOBS_TABLE"])}); err == nil {
 		t.Errorf("jobs table still exists after delete")

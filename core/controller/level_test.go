@@ -366,3 +366,65 @@ func TestV2EnvelopeRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestUrgentAndRoutineEnvelopesInEitherOrder: a worker sends news the
+// controller must act on (a failure) to the urgent queue and its routine
+// heartbeats to the batched one, so the two overtake each other. Each
+// envelope carries the whole state and state only moves forward, so
+// either order ends the same: the failure is known once, the failed task
+// does not run again, and the metrics are the newest envelope's.
+func TestUrgentAndRoutineEnvelopesInEitherOrder(t *testing.T) {
+	for _, urgentFirst := range []bool{true, false} {
+		name := "routine overtakes urgent"
+		if urgentFirst {
+			name = "urgent overtakes routine"
+		}
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, false)
+			ws := simWorkers()
+			for _, w := range ws {
+				w.set("", func(t *protocol.Task) { t.State = protocol.Running })
+				h.deliver(w.envelope(h))
+			}
+			w1 := ws["w-1"]
+			fail := func(t *protocol.Task) {
+				t.State, t.Error, t.Domain, t.Retry = protocol.Failed, "disk full", job.DomainExternal, protocol.RetryBackoff
+			}
+			var first, second *protocol.Envelope
+			if urgentFirst {
+				// A routine heartbeat (seq n) is still lingering in the
+				// batched queue when the failure (seq n+1) arrives.
+				w1.set("", func(t *protocol.Task) { t.RecordsIn = 10 })
+				routine := w1.envelope(h)
+				w1.set("map", fail)
+				w1.set("", func(t *protocol.Task) { t.RecordsIn = 20 })
+				urgent := w1.envelope(h)
+				first, second = urgent, routine
+			} else {
+				// The failure (seq n) is delayed; the next heartbeat (seq
+				// n+1) already carries it.
+				w1.set("map", fail)
+				w1.set("", func(t *protocol.Task) { t.RecordsIn = 10 })
+				urgent := w1.envelope(h)
+				w1.set("", func(t *protocol.Task) { t.RecordsIn = 20 })
+				routine := w1.envelope(h)
+				first, second = routine, urgent
+			}
+			h.deliver(first)
+			p := h.progress()
+			if p.Kind != TaskFailed || p.Failure == nil || p.Failure.Operator != "map" || p.Failure.Subtask != 1 {
+				t.Fatalf("after the first envelope: Progress = %v, want map[1]'s failure", p.Kind)
+			}
+			h.deliver(second)
+			if r, _ := h.c.TasksRunning(); r != 5 {
+				t.Errorf("TasksRunning = %d, want 5: the older envelope's running map[1] must not undo its failure", r)
+			}
+			if f, failed := h.c.TaskFailure(); !failed || f.Message != "disk full" {
+				t.Errorf("TaskFailure = %+v, %v; want map[1]'s", f, failed)
+			}
+			if got := h.c.perTask[h.c.ops[0].offset+1].recordsIn; got != 20 {
+				t.Errorf("src[1] records in = %d, want 20 from the newest envelope", got)
+			}
+		})
+	}
+}

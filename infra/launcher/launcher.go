@@ -32,6 +32,9 @@ const (
 const (
 	EnvWorkerQueueURL = "WEIR_WORKER_QUEUE_URL"
 	EnvJobsTable      = "WEIR_JOBS_TABLE"
+	// EnvWorkerUrgentQueueURL is optional: where workers send the news the
+	// controller must act on at once.
+	EnvWorkerUrgentQueueURL = "WEIR_WORKER_URGENT_QUEUE_URL"
 )
 
 // WorkerEnv returns the identity variables of one worker of req, as
@@ -48,7 +51,7 @@ func WorkerEnv(req fleet.Request, workerID string) []string {
 
 // PassThrough picks from environ (os.Environ's form) the variables a
 // worker started beside the controller inherits from it: the stack's
-// queue and table, and the AWS SDK's settings (AWS_*, such as the region,
+// queues and table, and the AWS SDK's settings (AWS_*, such as the region,
 // credentials and AWS_ENDPOINT_URL for the emulator).
 func PassThrough(environ []string) []string {
 	var out []string
@@ -57,7 +60,7 @@ func PassThrough(environ []string) []string {
 		if !ok {
 			continue
 		}
-		if name == EnvWorkerQueueURL || name == EnvJobsTable || strings.HasPrefix(name, "AWS_") {
+		if name == EnvWorkerQueueURL || name == EnvWorkerUrgentQueueURL || name == EnvJobsTable || strings.HasPrefix(name, "AWS_") {
 			out = append(out, kv)
 		}
 	}

@@ -15,8 +15,8 @@ func TestWorkerEnvAndPassThrough(t *testing.T) {
 	if got := launcher.WorkerEnv(req, "w-0"); !slices.Equal(got, want) {
 		t.Errorf("WorkerEnv = %q, want %q", got, want)
 	}
-	in := []string{"AWS_REGION=eu-west-1", "WEIR_JOBS_TABLE=j", "WEIR_WORKER_QUEUE_URL=q", "WEIR_LEASE_TABLE=l", "HOME=/root", "PATH=/bin", "AWS_=x", "broken"}
-	if got, want := launcher.PassThrough(in), []string{"AWS_REGION=eu-west-1", "WEIR_JOBS_TABLE=j", "WEIR_WORKER_QUEUE_URL=q", "AWS_=x"}; !slices.Equal(got, want) {
+	in := []string{"AWS_REGION=eu-west-1", "WEIR_JOBS_TABLE=j", "WEIR_WORKER_QUEUE_URL=q", "WEIR_WORKER_URGENT_QUEUE_URL=u", "WEIR_LEASE_TABLE=l", "HOME=/root", "PATH=/bin", "AWS_=x", "broken"}
+	if got, want := launcher.PassThrough(in), []string{"AWS_REGION=eu-west-1", "WEIR_JOBS_TABLE=j", "WEIR_WORKER_QUEUE_URL=q", "WEIR_WORKER_URGENT_QUEUE_URL=u", "AWS_=x"}; !slices.Equal(got, want) {
 		t.Errorf("PassThrough = %q, want %q", got, want)
 	}
 }

@@ -260,11 +260,12 @@ func TestCreateMakesTheQueuesTheTemplateDeclares(t *testing.T) {
 		t.Errorf("schedule DLQ = %+v", scheduleDLQ)
 	}
 	want := map[string]string{
-		resources.EnvJobsTable:      stackName + "-jobs",
-		resources.EnvLeaseTable:     stackName + "-leases",
-		resources.EnvWorkerQueueURL: queue.URL,
-		resources.EnvWorkerDLQURL:   dlq.URL,
-		resources.EnvScheduleDLQARN: scheduleDLQ.ARN,
+		resources.EnvJobsTable:            stackName + "-jobs",
+		resources.EnvLeaseTable:           stackName + "-leases",
+		resources.EnvWorkerQueueURL:       queue.URL,
+		resources.EnvWorkerDLQURL:         dlq.URL,
+		resources.EnvScheduleDLQARN:       scheduleDLQ.ARN,
+		resources.EnvWorkerUrgentQueueURL: mustResource(t, stack, "WorkerUrgentQueue").URL,
 	}
 	if len(env) != len(want) {
 		t.Errorf("Env() = %v, want %v", env, want)
@@ -429,7 +430,7 @@ func TestLookupFindsWhatCreateMadeAndDeleteRemovesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := found.Env(), created.Env(); len(got) != 6 || !maps.Equal(got, want) {
+	if got, want := found.Env(), created.Env(); len(got) != 7 || !maps.Equal(got, want) {
 		t.Errorf("Lookup env = %v, want %v", got, want)
 	}
 	for _, c := range created.Resources {

@@ -27,9 +27,12 @@ const (
 	EnvJobsTable      = "WEIR_JOBS_TABLE"
 	EnvLeaseTable     = "WEIR_LEASE_TABLE"
 	EnvWorkerQueueURL = "WEIR_WORKER_QUEUE_URL"
-	EnvWorkerDLQURL   = "WEIR_WORKER_DLQ_URL"
-	EnvScheduleGroup  = "WEIR_SCHEDULE_GROUP"
-	EnvScheduleDLQARN = "WEIR_SCHEDULE_DLQ_ARN"
+	// EnvWorkerUrgentQueueURL is the queue for news the controller must act
+	// on at once (docs/protocol.md); optional for the binaries.
+	EnvWorkerUrgentQueueURL = "WEIR_WORKER_URGENT_QUEUE_URL"
+	EnvWorkerDLQURL         = "WEIR_WORKER_DLQ_URL"
+	EnvScheduleGroup        = "WEIR_SCHEDULE_GROUP"
+	EnvScheduleDLQARN       = "WEIR_SCHEDULE_DLQ_ARN"
 )
 
 // envByLogicalID maps a data resource to the variable that carries its name
@@ -40,6 +43,7 @@ var (
 		"JobsTable":             EnvJobsTable,
 		"LeaseTable":            EnvLeaseTable,
 		"WorkerQueue":           EnvWorkerQueueURL,
+		"WorkerUrgentQueue":     EnvWorkerUrgentQueueURL,
 		"WorkerDeadLetterQueue": EnvWorkerDLQURL,
 		"TtlScheduleGroup":      EnvScheduleGroup,
 	}

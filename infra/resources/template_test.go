@@ -35,7 +35,7 @@ func load(t *testing.T, name string) *Template {
 
 func TestTheRepositoryTemplateResolvesToTheAgreedNames(t *testing.T) {
 	tmpl := load(t, "../../../template.yaml")
-	if got, want := tmpl.LogicalIDs(), []string{"JobsTable", "LeaseTable", "ScheduleDeadLetterQueue", "TtlScheduleGroup", "WorkerDeadLetterQueue", "WorkerQueue"}; !slices.Equal(got, want) {
+	if got, want := tmpl.LogicalIDs(), []string{"JobsTable", "LeaseTable", "ScheduleDeadLetterQueue", "TtlScheduleGroup", "WorkerDeadLetterQueue", "WorkerQueue", "WorkerUrgentQueue"}; !slices.Equal(got, want) {
 		t.Fatalf("LogicalIDs = %v, want %v (the DLQ before the queue that names it)", got, want)
 	}
 	if got := tmpl.Parameters(); !slices.Contains(got, "WorkerMaxReceiveCount") || !slices.Contains(got, "ControllerSubnets") {

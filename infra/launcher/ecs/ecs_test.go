@@ -143,7 +143,7 @@ func newWorld(t *testing.T) *world {
 			TaskDefinition: family,
 			Subnets:        []string{aws.ToString(subnet.Subnet.SubnetId)},
 			SecurityGroups: []string{aws.ToString(sg.GroupId)},
-			Env:            map[string]string{launcher.EnvWorkerQueueURL: "http://queue", launcher.EnvJobsTable: "jobs"},
+			Env:            map[string]string{launcher.EnvWorkerQueueURL: "http://queue", launcher.EnvWorkerUrgentQueueURL: "http://urgent", launcher.EnvJobsTable: "jobs"},
 		},
 	}
 }
@@ -219,7 +219,7 @@ func TestStartRunsOneTaskPerWorkerWithItsIdentity(t *testing.T) {
 		want := map[string]string{
 			launcher.EnvJobID: "clicks", launcher.EnvRunID: "1", launcher.EnvWorkerID: tags[ecs.TagWorker],
 			launcher.EnvSlots: "4", launcher.EnvProgram: "s3://bucket/pipeline.wasm",
-			launcher.EnvWorkerQueueURL: "http://queue", launcher.EnvJobsTable: "jobs",
+			launcher.EnvWorkerQueueURL: "http://queue", launcher.EnvWorkerUrgentQueueURL: "http://urgent", launcher.EnvJobsTable: "jobs",
 		}
 		for k, v := range want {
 			if env[k] != v {

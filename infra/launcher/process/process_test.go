@@ -117,7 +117,7 @@ func (f *fixture) launcher(extra ...string) *process.Launcher {
 		StateDir: f.state,
 		Environ: []string{
 			"AWS_REGION=eu-west-1", "AWS_ENDPOINT_URL=http://127.0.0.1:1",
-			"WEIR_WORKER_QUEUE_URL=http://queue", "WEIR_JOBS_TABLE=jobs",
+			"WEIR_WORKER_QUEUE_URL=http://queue", "WEIR_WORKER_URGENT_QUEUE_URL=http://urgent", "WEIR_JOBS_TABLE=jobs",
 			"HOME=/nowhere", "SECRET=not-for-workers",
 		},
 		Env:   append([]string{modeEnv + "=worker", reportDirEnv + "=" + f.reports}, extra...),
@@ -197,7 +197,7 @@ func TestStartGivesEachWorkerItsIdentity(t *testing.T) {
 			launcher.EnvJobID: "clicks", launcher.EnvRunID: "3", launcher.EnvWorkerID: w,
 			launcher.EnvSlots: "2", launcher.EnvProgram: "s3://bucket/pipeline.wasm",
 			"AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
-			launcher.EnvWorkerQueueURL: "http://queue", launcher.EnvJobsTable: "jobs",
+			launcher.EnvWorkerQueueURL: "http://queue", launcher.EnvWorkerUrgentQueueURL: "http://urgent", launcher.EnvJobsTable: "jobs",
 		}
 		for k, v := range want {
 			if r.Env[k] != v {
@@ -206,7 +206,7 @@ func TestStartGivesEachWorkerItsIdentity(t *testing.T) {
 		}
 		for _, k := range []string{"HOME", "SECRET"} {
 			if _, ok := r.Env[k]; ok {
-				t.Errorf("worker %s inherited %s; only WEIR_WORKER_QUEUE_URL, WEIR_JOBS_TABLE and AWS_* pass through", w, k)
+				t.Errorf("worker %s inherited %s; only the worker queues' URLs, WEIR_JOBS_TABLE and AWS_* pass through", w, k)
 			}
 		}
 		if args := []string{"--job=clicks", "--run=3", "--worker=" + w}; !slices.Equal(r.Args, args) {

@@ -21,7 +21,7 @@ func TestForTestGivesEveryBinaryItsNames(t *testing.T) {
 	t.Run("inner", func(t *testing.T) {
 		stack = resourcestest.ForTest(t, cfg)
 		env := stack.Env()
-		for _, key := range []string{resources.EnvJobsTable, resources.EnvLeaseTable, resources.EnvWorkerQueueURL, resources.EnvWorkerDLQURL} {
+		for _, key := range []string{resources.EnvJobsTable, resources.EnvLeaseTable, resources.EnvWorkerQueueURL, resources.EnvWorkerUrgentQueueURL, resources.EnvWorkerDLQURL} {
 			if env[key] == "" {
 				t.Errorf("Env()[%s] is empty; env = %v", key, env)
 			}
