@@ -93,6 +93,12 @@ func (c *JobController) Progress(ctx context.Context) (Progress, error) {
 	return Progress{Kind: Continue}, nil
 }
 
+// Urgent says a worker has reported what the job must react to now (a
+// failed subtask, the end of every source): the next tick acts on it.
+func (c *JobController) Urgent() bool {
+	return c.failure != nil || (c.sources > 0 && c.sourcesFinished == c.sources)
+}
+
 // Quiet is how long from now Progress has nothing to do that time alone
 // brings on: the next checkpoint (or the time-out of the one in flight),
 // metrics export or worker heartbeat time-out. It is zero whenever

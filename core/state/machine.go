@@ -339,6 +339,17 @@ type quieter interface {
 // config arrives first: now while an entry, a move or a failed step is
 // being retried, or for a state that cannot tell; else what the state
 // says. The Runner lets ticks before it lapse.
+// Urgent says a tick now would act on something a worker just reported (a
+// failure, the sources' end), so the Runner runs it at once rather than at
+// the next grid point. A step being retried or a move being saved waits
+// for its own time.
+func (m *Machine) Urgent() bool {
+	if m.lost != nil || m.pending != nil || m.entering || m.deferred || m.failures > 0 {
+		return false
+	}
+	return m.c.Controller != nil && m.c.Controller.Urgent()
+}
+
 func (m *Machine) QuietUntil(now time.Time) time.Time {
 	if m.lost != nil || m.pending != nil || m.entering || m.deferred || m.failures > 0 || m.c.dirty {
 		return now

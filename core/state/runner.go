@@ -28,10 +28,11 @@ type ParkFunc func(ctx context.Context, id job.ID, configVersion int64) error
 // at or after the quiet time ends, at most IdleTicks intervals, so
 // progress is still checked level-triggered at least that often. After
 // handling a message or a config it asks again: what a worker reported
-// (a failure, the last report of a checkpoint) makes the next grid point
-// after the last tick due, or the present moment if that point has
-// passed, so it is acted on as soon as under a fixed cadence, while a
-// plain heartbeat costs no tick. Ten thousand quiet jobs then wake a fifth
+// (the last report of a checkpoint) makes the next grid point after the
+// last tick due, or the present moment if that point has passed, so it is
+// acted on as soon as under a fixed cadence; a failure or the sources' end
+// makes the present moment due (Machine.Urgent); a plain heartbeat costs
+// no tick. Ten thousand quiet jobs then wake a fifth
 // as often as with one ticker each.
 //
 // A message is taken from the mailbox only while the Machine can act on it:
@@ -126,8 +127,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		now := clk.Now()
 		if news {
 			// What was handled may have brought something on: ask again,
-			// never putting the tick off.
-			if d := r.stretch(next, now); d.Before(due) {
+			// never putting the tick off. A failure is acted on at once.
+			if r.m.Urgent() {
+				due = now
+			} else if d := r.stretch(next, now); d.Before(due) {
 				due = d
 				if due.Before(now) {
 					due = now

@@ -299,6 +299,24 @@ func TestRunnerActsOnAMessageAtOnceWhileQuiet(t *testing.T) {
 	}
 }
 
+// A failure reported between two grid points is acted on at once, not at
+// the next grid point: reacting to it is what the job waits for.
+func TestRunnerActsOnAFailureWithoutWaitingForTheGrid(t *testing.T) {
+	rh := startRunner(t, quietConfig())
+	rh.bringUp()
+	rh.settle()
+	before := rh.r.Ticks()
+	rh.deliver(rh.envelope("w-0", protocol.Event{Kind: protocol.TaskFailed, Operator: "source", Subtask: 0,
+		Error: "boom", Domain: job.DomainExternal, Retry: protocol.RetryBackoff}))
+	rh.sync() // the clock has not moved: no grid point has come
+	if rh.r.Ticks() == before {
+		t.Fatal("no tick after the failure: it waits for the next grid point")
+	}
+	if got := rh.r.State(); got == job.Running {
+		t.Fatalf("state = %s right after a task failure, want it left", got)
+	}
+}
+
 // Silent workers are found out within an interval of their time-out
 // although no message comes to wake the loop.
 func TestRunnerDetectsSilenceWhileQuiet(t *testing.T) {
