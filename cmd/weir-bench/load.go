@@ -368,7 +368,6 @@ func diffStats(a, b meminbox.Stats) meminbox.Stats {
 	}
 }
 
-
 // plainConsumer receives and acknowledges without decoding: the
 // calibration run's stand-in for the controller.
 func plainConsumer(ctx context.Context, in *meminbox.Inbox) {

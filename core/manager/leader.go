@@ -76,4 +76,3 @@ func RunAsLeader(ctx context.Context, lease leader.Lease, clk clock.Clock, log *
 		}
 	}
 }
-
