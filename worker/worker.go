@@ -377,7 +377,7 @@ func (w *Worker) flush(ctx context.Context) {
 		// Flush keeps its news for the next try, a heartbeat from now (the
 		// builder's due time did not move, so wait here).
 		w.log.Error("cannot build an envelope; trying again after a heartbeat interval", "err", err)
-		sleep(ctx, w.clock, w.id.HeartbeatInterval)
+		clock.Sleep(ctx, w.clock, w.id.HeartbeatInterval)
 		return
 	}
 	publish := w.pub.Publish
@@ -403,22 +403,10 @@ func (w *Worker) send(ctx context.Context, publish func(context.Context, []byte)
 			w.log.Warn("envelope not sent; the next heartbeat carries the same state", "attempts", attempt, "err", err)
 			return
 		}
-		if !sleep(ctx, w.clock, pause) {
+		if !clock.Sleep(ctx, w.clock, pause) {
 			return
 		}
 		pause *= 2
-	}
-}
-
-// sleep waits d on c; it reports false if ctx ended first.
-func sleep(ctx context.Context, c clock.Clock, d time.Duration) bool {
-	t := c.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C():
-		return true
 	}
 }
 
@@ -462,7 +450,7 @@ func (w *Worker) commandLoop(ctx context.Context) error {
 		w.mu.Lock()
 		d := w.sched.next(now)
 		w.mu.Unlock()
-		if !sleep(ctx, w.clock, d) {
+		if !clock.Sleep(ctx, w.clock, d) {
 			return ctx.Err()
 		}
 	}

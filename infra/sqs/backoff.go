@@ -1,11 +1,8 @@
 package sqs
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
-
-	"github.com/weirstream/weir/core/clock"
 )
 
 // backoff spaces out retries: exponential from base up to max, with "equal
@@ -24,17 +21,4 @@ func (b backoff) delay(attempt int) time.Duration {
 	}
 	half := d / 2
 	return half + rand.N(d-half+1)
-}
-
-// sleep waits d on clk, or until ctx ends; it reports whether the full
-// time passed.
-func sleep(ctx context.Context, clk clock.Clock, d time.Duration) bool {
-	t := clk.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C():
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

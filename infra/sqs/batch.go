@@ -137,7 +137,7 @@ func (r batchRunner) run(ctx context.Context, groups [][]int, send sendFunc) []E
 				failed = append(failed, EntryError{Index: i, Code: aws.ToString(e.Code), Message: aws.ToString(e.Message), SenderFault: e.SenderFault})
 			}
 			pending = retry
-			if len(pending) > 0 && !sleep(ctx, r.clock, r.backoff.delay(attempt-1)) {
+			if len(pending) > 0 && !clock.Sleep(ctx, r.clock, r.backoff.delay(attempt-1)) {
 				failed = appendCallError(failed, pending, ctx.Err())
 				break
 			}

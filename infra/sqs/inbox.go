@@ -364,7 +364,7 @@ func (in *Inbox) receiveLoop(ctx context.Context, always bool) {
 			failures++
 			in.o.Logger.WarnContext(ctx, "receiving from the worker queue failed; retrying",
 				"queue_url", in.url, "error", err, "failures", failures, "retry_in", delay)
-			if !sleep(ctx, in.o.Clock, delay) {
+			if !clock.Sleep(ctx, in.o.Clock, delay) {
 				return
 			}
 			continue
@@ -385,7 +385,7 @@ func (in *Inbox) receiveLoop(ctx context.Context, always bool) {
 			in.giveBack(ctx, ds)
 			return
 		}
-		if !full && in.o.Linger > 0 && !sleep(ctx, in.o.Clock, in.o.Linger) {
+		if !full && in.o.Linger > 0 && !clock.Sleep(ctx, in.o.Clock, in.o.Linger) {
 			return
 		}
 	}
