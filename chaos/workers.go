@@ -294,40 +294,22 @@ func (w *workers) workerOf(jw *jobWorkers) string {
 // crash makes one worker of the job's current run stop for good: the
 // controller must notice within its heartbeat time-out and recover.
 func (w *workers) crash(id job.ID) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	jw := w.jobs[id]
-	if jw == nil {
-		return false
-	}
-	wid := w.workerOf(jw)
-	if wid == "" {
-		return false
-	}
-	jw.crashed[wid] = true
-	w.faults.add("worker_crash", 1)
-	return true
+	return w.strike(id, "worker_crash", func(jw *jobWorkers, wid string) { jw.crashed[wid] = true })
 }
 
 // silence keeps one worker quiet for d.
 func (w *workers) silence(id job.ID, d time.Duration) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	jw := w.jobs[id]
-	if jw == nil {
-		return false
-	}
-	wid := w.workerOf(jw)
-	if wid == "" {
-		return false
-	}
-	jw.silent[wid] = time.Now().Add(d)
-	w.faults.add("worker_silence", 1)
-	return true
+	return w.strike(id, "worker_silence", func(jw *jobWorkers, wid string) { jw.silent[wid] = time.Now().Add(d) })
 }
 
 // failTask makes one worker report a retryable task failure.
 func (w *workers) failTask(id job.ID) bool {
+	return w.strike(id, "task_failure", func(jw *jobWorkers, wid string) { jw.fail[wid] = true })
+}
+
+// strike applies a fault to one worker of the job's current run and counts
+// it as kind; false if the job has no worker to strike.
+func (w *workers) strike(id job.ID, kind string, apply func(jw *jobWorkers, wid string)) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	jw := w.jobs[id]
@@ -338,8 +320,8 @@ func (w *workers) failTask(id job.ID) bool {
 	if wid == "" {
 		return false
 	}
-	jw.fail[wid] = true
-	w.faults.add("task_failure", 1)
+	apply(jw, wid)
+	w.faults.add(kind, 1)
 	return true
 }
 
