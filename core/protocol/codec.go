@@ -18,12 +18,18 @@ import (
 // (the error matches ErrUnsupportedVersion), and anything Validate rejects. Every error is a
 // *FieldError naming the field at fault.
 func Decode(data []byte) (*Envelope, error) {
-	if len(data) > MaxEnvelopeBytes {
-		return nil, fieldErr("", "envelope is %d bytes, more than the %d allowed: split the news over several envelopes", len(data), MaxEnvelopeBytes)
+	return DecodeString(string(data))
+}
+
+// DecodeString is Decode of a body held as a string, as SQS delivers it.
+// The envelope's strings share the body's memory: it is not copied.
+func DecodeString(body string) (*Envelope, error) {
+	if len(body) > MaxEnvelopeBytes {
+		return nil, fieldErr("", "envelope is %d bytes, more than the %d allowed: split the news over several envelopes", len(body), MaxEnvelopeBytes)
 	}
-	env, err := decodeJSON(data)
+	env, err := decodeJSON(body)
 	if err != nil {
-		return nil, explain(data, err)
+		return nil, explain([]byte(body), err)
 	}
 	env.normalize()
 	if err := env.Validate(); err != nil {

@@ -12,11 +12,11 @@ import (
 )
 
 // The envelope is decoded by one pass over the body that checks its syntax
-// and fills the structs by hand, six to nine times faster than
-// encoding/json's reflection (BenchmarkDecoders); it allocates only the
-// body's copy, the envelope and its lists. It descends only into the shapes an envelope has and refuses
-// anything else on the spot, so it never has to skip over (or bound the
-// depth of) values it does not know.
+// and fills the structs by hand, several times faster than encoding/json's
+// reflection (BenchmarkDecoders). It allocates only the envelope and its
+// lists: string fields are substrings of the body. It descends only into
+// the shapes an envelope has and refuses anything else on the spot, so it
+// never has to skip over (or bound the depth of) values it does not know.
 //
 // Decode accepts exactly what encoding/json with DisallowUnknownFields
 // accepted (RFC 8259 syntax with invalid UTF-8 let through; keys matched
@@ -35,13 +35,13 @@ var errRejected = errors.New("envelope rejected")
 
 // walker is where one decode is in the body.
 type walker struct {
-	s   string // the body, copied once: string fields are substrings of it
+	s   string // the body: string fields are substrings of it
 	pos int    // the walk's position in s
 }
 
-// decodeJSON parses data into an envelope without validating it.
-func decodeJSON(data []byte) (*Envelope, error) {
-	w := &walker{s: string(data)}
+// decodeJSON parses body into an envelope without validating it.
+func decodeJSON(body string) (*Envelope, error) {
+	w := &walker{s: body}
 	env := new(Envelope)
 	if err := w.envelope(env); err != nil {
 		return nil, err
@@ -74,22 +74,26 @@ func prefix(path string, err error) error {
 }
 
 // ws skips white space.
-func (w *walker) ws() {
-	if w.pos < len(w.s) && w.s[w.pos] > ' ' {
-		return // mostly there is none: Encode writes none
+func (w *walker) ws() { w.pos = skipWS(w.s, w.pos) }
+
+// skipWS returns the index of the first byte from i on that is not white
+// space.
+func skipWS(s string, i int) int {
+	if i < len(s) && s[i] > ' ' {
+		return i // mostly there is none: Encode writes none
 	}
-	w.skipWS()
+	return skipWSRun(s, i)
 }
 
-func (w *walker) skipWS() {
-	for w.pos < len(w.s) {
-		switch w.s[w.pos] {
+func skipWSRun(s string, i int) int {
+	for ; i < len(s); i++ {
+		switch s[i] {
 		case ' ', '\t', '\n', '\r':
-			w.pos++
 		default:
-			return
+			return i
 		}
 	}
+	return i
 }
 
 // peek returns the kind of the next value: '{', '[', '"', '0' (a number),
@@ -109,41 +113,22 @@ func (w *walker) peek() byte {
 	}
 }
 
-// next consumes the byte c, after white space, or reports false.
-func (w *walker) next(c byte) bool {
-	w.ws()
-	if w.pos < len(w.s) && w.s[w.pos] == c {
-		w.pos++
-		return true
-	}
-	return false
-}
-
 // raw consumes the next value, which must be a string, number, true,
 // false or null, checks its syntax and returns its text and kind; plain
-// says that a string holds no escapes. kind is 0 for bad syntax.
+// says that a string is its own value: no escapes, valid UTF-8. kind is 0
+// for bad syntax.
 func (w *walker) raw() (text string, kind byte, plain bool) {
 	k := w.peek()
 	start := w.pos
 	switch k {
 	case '"':
-		plain = true
-		for w.pos++; ; w.pos++ {
-			if w.pos >= len(w.s) {
-				return "", 0, false
-			}
-			switch c := w.s[w.pos]; {
-			case c == '"':
-				w.pos++
-				return w.s[start:w.pos], k, plain
-			case c == '\\':
-				// The escape itself is checked where it is unquoted.
-				plain = false
-				w.pos++
-			case c < 0x20:
-				return "", 0, false
-			}
+		end, escaped, wide, ok := stringEnd(w.s, start+1)
+		if !ok {
+			return "", 0, false
 		}
+		w.pos = end
+		plain = !escaped && (!wide || utf8.ValidString(w.s[start+1:end-1]))
+		return w.s[start:end], k, plain
 	case '0':
 		if !w.numberSyntax() {
 			return "", 0, false
@@ -161,6 +146,54 @@ func (w *walker) raw() (text string, kind byte, plain bool) {
 	}
 	return w.s[start:w.pos], k, false
 }
+
+// stringEnd finds the end of the string whose contents start at s[i]: the
+// index past its closing quote. escaped says it holds escapes, wide that it
+// holds bytes beyond ASCII; ok is false for a control character or a
+// missing closing quote. The escapes themselves are checked where the
+// string is unquoted.
+func stringEnd(s string, i int) (end int, escaped, wide, ok bool) {
+	for ; i < len(s); i++ {
+		switch strByte[s[i]] {
+		case strPlain:
+		case strQuote:
+			return i + 1, escaped, wide, true
+		case strEscape:
+			escaped = true
+			i++ // the escaped byte cannot end the string
+		case strControl:
+			return 0, false, false, false
+		default:
+			wide = true
+		}
+	}
+	return 0, false, false, false
+}
+
+// strByte classes the bytes inside a JSON string.
+var strByte = func() (t [256]byte) {
+	for c := range t {
+		switch {
+		case c < 0x20:
+			t[c] = strControl
+		case c == '"':
+			t[c] = strQuote
+		case c == '\\':
+			t[c] = strEscape
+		case c >= 0x80:
+			t[c] = strWide
+		}
+	}
+	return t
+}()
+
+const (
+	strPlain = iota
+	strQuote
+	strEscape
+	strControl
+	strWide
+)
 
 // numberSyntax consumes a number of RFC 8259's grammar,
 // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, or reports false.
@@ -203,49 +236,126 @@ func (w *walker) digitRun() bool {
 
 // null consumes a null if one is next.
 func (w *walker) null() bool {
-	if w.peek() == 'n' && strings.HasPrefix(w.s[w.pos:], "null") {
+	w.ws()
+	if w.pos < len(w.s) && w.s[w.pos] == 'n' && strings.HasPrefix(w.s[w.pos:], "null") {
 		w.pos += len("null")
 		return true
 	}
 	return false
 }
 
+// fields are the names of an object's fields in the order workers send
+// them, and each as it is sent: quoted and followed by its colon.
+type fields struct {
+	names []string
+	keys  []key
+}
+
+func newFields(names ...string) *fields {
+	fs := &fields{names: names}
+	for _, n := range names {
+		fs.keys = append(fs.keys, newKey(strconv.Quote(n)+":"))
+	}
+	return fs
+}
+
+// key is a field's key as workers send it, with its first sixteen bytes as
+// two words (and masks for a shorter key), so that most keys are matched
+// by two comparisons rather than a call to compare memory.
+type key struct {
+	text           string
+	lo, hi         uint64
+	loMask, hiMask uint64
+}
+
+func newKey(text string) key {
+	k := key{text: text}
+	var b [16]byte
+	n := copy(b[:], text)
+	var ones [16]byte
+	for i := range n {
+		ones[i] = 0xff
+	}
+	k.lo, k.hi = word(string(b[:]), 0), word(string(b[:]), 8)
+	k.loMask, k.hiMask = word(string(ones[:]), 0), word(string(ones[:]), 8)
+	return k
+}
+
+// at reports whether s holds the key at i.
+func (k *key) at(s string, i int) bool {
+	if len(k.text) <= 16 && len(s)-i >= 16 {
+		return word(s, i)&k.loMask == k.lo && word(s, i+8)&k.hiMask == k.hi
+	}
+	return strings.HasPrefix(s[i:], k.text)
+}
+
+// word is the eight bytes of s from i as one little-endian word (one load).
+func word(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
 // object reads the members of an object, calling member with the index of
-// the field each key names in names (matched as encoding/json does:
-// exactly, else ignoring case). A null leaves the fields as they are, an
-// unknown key or anything other than an object is refused, and so is a
-// field named twice.
-func (w *walker) object(names []string, member func(field int) error) error {
+// the field each key names (matched as encoding/json does: exactly, else
+// ignoring case). A null leaves the fields as they are, an unknown key or
+// anything other than an object is refused, and so is a field named twice.
+//
+// The walk between members keeps its place in a local (a register) and
+// hands it to member through w.pos: it is the hottest loop of a decode.
+func (w *walker) object(fs *fields, member func(field int) error) error {
 	if w.null() {
 		return nil
 	}
-	if !w.next('{') {
+	s, i := w.s, w.pos // null skipped the white space
+	if i == len(s) || s[i] != '{' {
 		return errRejected
 	}
-	if w.next('}') {
+	if i = skipWS(s, i+1); i < len(s) && s[i] == '}' {
+		w.pos = i + 1
 		return nil
 	}
 	var seen uint32
 	f := -1
 	for {
-		f = w.key(names, f+1)
-		if f < 0 {
-			return errRejected
+		// Workers send the fields in the order of the structs, with no
+		// space: first try whether this key and its colon are those of the
+		// field after the last.
+		if f+1 < len(fs.keys) && fs.keys[f+1].at(s, i) {
+			f++
+			i += len(fs.keys[f].text)
+		} else {
+			w.pos = i
+			key, err := w.str()
+			if err != nil {
+				return errRejected
+			}
+			if f = match(fs.names, key, f+1); f < 0 {
+				return errRejected
+			}
+			if i = skipWS(s, w.pos); i == len(s) || s[i] != ':' {
+				return errRejected
+			}
+			i++
 		}
 		if seen&(1<<f) != 0 {
-			return dupErr(names[f])
+			return dupErr(fs.names[f])
 		}
 		seen |= 1 << f
-		if !w.next(':') {
+		w.pos = i
+		if err := member(f); err != nil {
+			return prefix(fs.names[f], err)
+		}
+		if i = skipWS(s, w.pos); i == len(s) {
 			return errRejected
 		}
-		if err := member(f); err != nil {
-			return prefix(names[f], err)
-		}
-		if w.next('}') {
+		switch s[i] {
+		case ',':
+			i = skipWS(s, i+1)
+		case '}':
+			w.pos = i + 1
 			return nil
-		}
-		if !w.next(',') {
+		default:
 			return errRejected
 		}
 	}
@@ -257,42 +367,32 @@ func (w *walker) list(elem func(i int) error) error {
 	if w.null() {
 		return nil
 	}
-	if !w.next('[') {
+	s, i := w.s, w.pos
+	if i == len(s) || s[i] != '[' {
 		return errRejected
 	}
-	if w.next(']') {
+	if i = skipWS(s, i+1); i < len(s) && s[i] == ']' {
+		w.pos = i + 1
 		return nil
 	}
-	for i := 0; ; i++ {
-		if err := elem(i); err != nil {
-			return prefix("["+strconv.Itoa(i)+"]", err)
+	for n := 0; ; n++ {
+		w.pos = i
+		if err := elem(n); err != nil {
+			return prefix("["+strconv.Itoa(n)+"]", err)
 		}
-		if w.next(']') {
+		if i = skipWS(s, w.pos); i == len(s) {
+			return errRejected
+		}
+		switch s[i] {
+		case ',':
+			i = skipWS(s, i+1)
+		case ']':
+			w.pos = i + 1
 			return nil
-		}
-		if !w.next(',') {
+		default:
 			return errRejected
 		}
 	}
-}
-
-// key reads an object's key and returns the index of the field it names
-// in names, -1 if none. Workers send the fields in the order of the
-// structs, so it first tries whether the key is the one after the last.
-func (w *walker) key(names []string, next int) int {
-	w.ws()
-	if next < len(names) {
-		n := names[next]
-		if end := w.pos + 1 + len(n); end < len(w.s) && w.s[w.pos] == '"' && w.s[end] == '"' && w.s[w.pos+1:end] == n {
-			w.pos = end + 1
-			return next
-		}
-	}
-	key, err := w.str()
-	if err != nil {
-		return -1
-	}
-	return match(names, key, next)
 }
 
 // match finds the field key names, looking first at from: workers send
@@ -323,9 +423,8 @@ func (w *walker) str() (string, error) {
 	if k != '"' {
 		return "", errRejected
 	}
-	body := s[1 : len(s)-1]
-	if plain && utf8.ValidString(body) {
-		return body, nil
+	if plain {
+		return s[1 : len(s)-1], nil
 	}
 	var out string
 	if json.Unmarshal([]byte(s), &out) != nil {
@@ -361,19 +460,42 @@ func (w *walker) number() (s string, ok bool, err error) {
 // else, which is left unread.
 func (w *walker) digits() (n uint64, ok bool) {
 	w.ws()
-	i := w.pos
-	for ; i < len(w.s) && i-w.pos < 19; i++ {
-		d := w.s[i] - '0'
-		if d > 9 {
+	s := w.s[w.pos:]
+	i := 0
+	// Eight digits at a time while there are eight (a counter, a byte
+	// count and a watermark are 8 to 13 digits long), then one at a time.
+	for ; i <= 8 && len(s)-i >= 8; i += 8 {
+		v, all := eightDigits(s[i : i+8])
+		if !all {
 			break
 		}
-		n = n*10 + uint64(d)
+		n = n*1e8 + v
 	}
-	if i == w.pos || i-w.pos > 18 || (w.s[w.pos] == '0' && i-w.pos > 1) || (i < len(w.s) && numberByte[w.s[i]]) {
+	for ; i < len(s) && i < 19 && s[i]-'0' <= 9; i++ {
+		n = n*10 + uint64(s[i]-'0')
+	}
+	if i == 0 || i > 18 || (s[0] == '0' && i > 1) || (i < len(s) && numberByte[s[i]]) {
 		return 0, false
 	}
-	w.pos = i
+	w.pos += i
 	return n, true
+}
+
+// eightDigits reads s (8 bytes) as a decimal number if all of them are
+// digits: it loads them as one word, checks them together and combines
+// them in three multiplications (pairs, then fours, then the eight).
+func eightDigits(s string) (uint64, bool) {
+	v := word(s, 0)
+	// A digit's high nibble is 3, and stays 3 when 6 is added to it.
+	const hi, threes, sixes = 0xF0F0F0F0F0F0F0F0, 0x3030303030303030, 0x0606060606060606
+	if v&hi != threes || (v+sixes)&hi != threes {
+		return 0, false
+	}
+	v -= threes
+	v = v*10 + v>>8 // byte 2k holds the pair of digits 2k and 2k+1
+	const pairs = 0x000000FF000000FF
+	v = ((v&pairs)*(100+1000000<<32) + (v>>16&pairs)*(1+10000<<32)) >> 32
+	return v, true
 }
 
 // numberByte marks the bytes that may go on a number.
@@ -415,6 +537,10 @@ func setUint(w *walker, dst *uint64) error {
 }
 
 func setFloat(w *walker, dst *float64) error {
+	if f, ok := w.decimal(); ok {
+		*dst = f
+		return nil
+	}
 	s, ok, err := w.number()
 	if !ok {
 		return err
@@ -426,6 +552,54 @@ func setFloat(w *walker, dst *float64) error {
 	*dst = f
 	return nil
 }
+
+// decimal reads a number of the form -?digits(.digits)? with at most 15
+// significant digits, the common case of a fraction such as backpressure,
+// without strconv; ok is false for anything else, which is left unread.
+// Such a number's digits and its power of ten are exact as float64s, so
+// one division rounds it exactly as strconv.ParseFloat does.
+func (w *walker) decimal() (f float64, ok bool) {
+	w.ws()
+	s := w.s[w.pos:]
+	i := 0
+	neg := i < len(s) && s[i] == '-'
+	if neg {
+		i++
+	}
+	var mant uint64
+	start := i
+	for ; i < len(s) && s[i]-'0' <= 9; i++ {
+		mant = mant*10 + uint64(s[i]-'0')
+	}
+	intDigits := i - start
+	if intDigits == 0 || (s[start] == '0' && intDigits > 1) {
+		return 0, false
+	}
+	frac := 0
+	if i < len(s) && s[i] == '.' {
+		i++
+		fstart := i
+		for ; i < len(s) && s[i]-'0' <= 9; i++ {
+			mant = mant*10 + uint64(s[i]-'0')
+		}
+		frac = i - fstart
+		if frac == 0 {
+			return 0, false
+		}
+	}
+	if intDigits+frac > 15 || (i < len(s) && numberByte[s[i]]) {
+		return 0, false
+	}
+	f = float64(mant) / pow10[frac]
+	if neg {
+		f = -f
+	}
+	w.pos += i
+	return f, true
+}
+
+// pow10 holds the powers of ten a decimal's fraction can need.
+var pow10 = [16]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
 
 // setTime reads sent_at by time.Time's own UnmarshalJSON, as encoding/json
 // did (it takes the raw text, escapes and all).
@@ -444,10 +618,10 @@ func orReject(err error) error {
 	return nil
 }
 
-var envelopeNames = []string{"v", "job", "run", "worker", "seq", "sent_at", "slots", "tasks", "heartbeat", "events"}
+var envelopeKeys = newFields("v", "job", "run", "worker", "seq", "sent_at", "slots", "tasks", "heartbeat", "events")
 
 func (w *walker) envelope(e *Envelope) error {
-	return w.object(envelopeNames, func(f int) error {
+	return w.object(envelopeKeys, func(f int) error {
 		switch f {
 		case 0:
 			return setInt(w, &e.V)
@@ -494,11 +668,11 @@ func (w *walker) taskList(e *Envelope) error {
 	})
 }
 
-var taskNames = []string{"op", "subtask", "state", "records_in", "records_out", "bytes_in", "bytes_out", "backpressure",
-	"watermark_ms", "checkpointed", "checkpoint_bytes", "checkpoint_metadata", "committed", "error", "domain", "retry"}
+var taskKeys = newFields("op", "subtask", "state", "records_in", "records_out", "bytes_in", "bytes_out", "backpressure",
+	"watermark_ms", "checkpointed", "checkpoint_bytes", "checkpoint_metadata", "committed", "error", "domain", "retry")
 
 func (w *walker) task(t *Task) error {
-	return w.object(taskNames, func(f int) error {
+	return w.object(taskKeys, func(f int) error {
 		switch f {
 		case 0:
 			return setStr(w, &t.Operator)
@@ -550,10 +724,10 @@ func (w *walker) taskState(dst *TaskState) error {
 	return nil
 }
 
-var heartbeatNames = []string{"metrics"}
+var heartbeatKeys = newFields("metrics")
 
 func (w *walker) heartbeat(h *Heartbeat) error {
-	return w.object(heartbeatNames, func(int) error {
+	return w.object(heartbeatKeys, func(int) error {
 		if w.null() {
 			return nil
 		}
@@ -565,10 +739,10 @@ func (w *walker) heartbeat(h *Heartbeat) error {
 	})
 }
 
-var metricsNames = []string{"op", "subtask", "records_in", "records_out", "bytes_in", "bytes_out", "backpressure", "watermark_ms"}
+var metricsKeys = newFields("op", "subtask", "records_in", "records_out", "bytes_in", "bytes_out", "backpressure", "watermark_ms")
 
 func (w *walker) taskMetrics(m *TaskMetrics) error {
-	return w.object(metricsNames, func(f int) error {
+	return w.object(metricsKeys, func(f int) error {
 		switch f {
 		case 0:
 			return setStr(w, &m.Operator)
@@ -590,10 +764,10 @@ func (w *walker) taskMetrics(m *TaskMetrics) error {
 	})
 }
 
-var eventNames = []string{"kind", "op", "subtask", "epoch", "slots", "error", "domain", "retry", "phase", "bytes", "metadata"}
+var eventKeys = newFields("kind", "op", "subtask", "epoch", "slots", "error", "domain", "retry", "phase", "bytes", "metadata")
 
 func (w *walker) event(ev *Event) error {
-	return w.object(eventNames, func(f int) error {
+	return w.object(eventKeys, func(f int) error {
 		switch f {
 		case 0:
 			return setStr(w, &ev.Kind)

@@ -196,12 +196,7 @@ func (t *Task) validate() error {
 		return fieldErr("committed", "must not be negative (got %d): leave it out until the subtask has committed an epoch", t.Committed)
 	}
 	if t.State != Failed {
-		for _, f := range []struct{ name, v string }{{"error", t.Error}, {"domain", string(t.Domain)}, {"retry", string(t.Retry)}} {
-			if f.v != "" {
-				return fieldErr(f.name, "is only set while the subtask has failed (state %s): leave it out", t.State)
-			}
-		}
-		return nil
+		return t.noFailure()
 	}
 	if err := checkError(t.Error); err != nil {
 		return err
@@ -213,6 +208,23 @@ func (t *Task) validate() error {
 		return fieldErr("retry", "%s: use none (retrying cannot help) or backoff (restart after a back-off)", describe(string(t.Retry)))
 	}
 	return nil
+}
+
+// noFailure refuses the fields of a failure on a subtask that has not
+// failed.
+func (t *Task) noFailure() error {
+	field := ""
+	switch {
+	case t.Error != "":
+		field = "error"
+	case t.Domain != "":
+		field = "domain"
+	case t.Retry != "":
+		field = "retry"
+	default:
+		return nil
+	}
+	return fieldErr(field, "is only set while the subtask has failed (state %s): leave it out", t.State)
 }
 
 // within puts a part's error under the part's path: the checks of metrics
@@ -476,10 +488,21 @@ func checkName(path, s string, required bool) error {
 		return fieldErr(path, "missing")
 	case len(s) > MaxNameBytes:
 		return fieldErr(path, "is %d bytes, more than %d", len(s), MaxNameBytes)
-	case strings.IndexFunc(s, unicode.IsControl) >= 0:
+	case !printableASCII(s) && strings.IndexFunc(s, unicode.IsControl) >= 0:
 		return fieldErr(path, "%q contains control characters", s)
 	}
 	return nil
+}
+
+// printableASCII reports whether s is all printable ASCII, as names
+// mostly are: no control character can be in it.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func validDomain(d job.ErrorDomain) bool {
