@@ -62,7 +62,7 @@ func TestFanInRoutesSettlementsToTheSourceEvenWhenHandlesCollide(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, d := range ds {
-			got[string(d.Body)] = d
+			got[d.Body] = d
 		}
 	}
 	if got["heartbeat"].Handle == got["failed"].Handle {
@@ -128,7 +128,7 @@ func TestFanInDeliversFromAnIdleAndABusySource(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, d := range ds {
-			bodies = append(bodies, string(d.Body))
+			bodies = append(bodies, d.Body)
 		}
 	}
 	slices.Sort(bodies)
@@ -154,7 +154,7 @@ func TestFanInPassesASourceFailureOnAndKeepsReceiving(t *testing.T) {
 	// up by it.
 	b.Send([]byte("b"))
 	ds, err := receive(t, f)
-	if err != nil || len(ds) != 1 || string(ds[0].Body) != "b" {
+	if err != nil || len(ds) != 1 || ds[0].Body != "b" {
 		t.Fatalf("Receive: %v, %v; want the other source's message", ds, err)
 	}
 	// After the back-off the failed source delivers again.
@@ -165,7 +165,7 @@ func TestFanInPassesASourceFailureOnAndKeepsReceiving(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 		ds, err := f.Receive(ctx)
 		cancel()
-		if err == nil && len(ds) == 1 && string(ds[0].Body) == "a" {
+		if err == nil && len(ds) == 1 && ds[0].Body == "a" {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -11,7 +11,7 @@ import (
 // adapter uses it to acknowledge or reject the message.
 type Delivery struct {
 	ID     string
-	Body   []byte
+	Body   string // as SQS carries it: decoded without a copy
 	Handle string
 	// Receives counts how often this message has been delivered (1 first).
 	Receives int

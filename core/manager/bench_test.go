@@ -97,7 +97,7 @@ func benchDispatch(b *testing.B, jobs int, blocked bool) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			batch[j] = inbox.Delivery{ID: strconv.FormatUint(seq, 10), Body: body, Handle: "h"}
+			batch[j] = inbox.Delivery{ID: strconv.FormatUint(seq, 10), Body: string(body), Handle: "h"}
 		}
 		t.dispatch(ctx, batch)
 		if i%64 == 0 {

@@ -60,7 +60,7 @@ func (t *tenure) dispatch(ctx context.Context, ds []inbox.Delivery) {
 		tel.WorkerMessages(telemetry.MessageDispatched, len(ds)-len(rejects)-len(releases)-dropped)
 	}()
 	for _, d := range ds {
-		env, err := protocol.Decode(d.Body)
+		env, err := protocol.DecodeString(d.Body)
 		if err != nil {
 			t.log.Warn("worker message rejected for the dead-letter queue",
 				"message_id", d.ID, "receives", d.Receives, "err", err)

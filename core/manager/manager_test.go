@@ -234,7 +234,7 @@ func TestManagerDeadLettersMalformedMessagesAndKeepsGoing(t *testing.T) {
 	}, "a")
 	for _, d := range w.inbox.Dead() {
 		var v map[string]any
-		if json.Unmarshal(d.Body, &v) == nil && v["v"] == float64(1) {
+		if json.Unmarshal([]byte(d.Body), &v) == nil && v["v"] == float64(1) {
 			t.Fatalf("a well-formed message was dead-lettered: %s", d.Body)
 		}
 	}

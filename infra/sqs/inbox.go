@@ -408,7 +408,7 @@ func (in *Inbox) hold(ms []types.Message) []inbox.Delivery {
 		receives, _ := strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
 		ds[i] = inbox.Delivery{
 			ID:       aws.ToString(m.MessageId),
-			Body:     []byte(aws.ToString(m.Body)),
+			Body:     aws.ToString(m.Body),
 			Handle:   aws.ToString(m.ReceiptHandle),
 			Receives: receives,
 		}

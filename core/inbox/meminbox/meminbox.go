@@ -107,7 +107,7 @@ type Inbox struct {
 
 type message struct {
 	id       string
-	body     []byte
+	body     string
 	receives int
 	handle   string    // of the latest receive; "" if never received
 	hidden   time.Time // hidden until then (zero: visible)
@@ -161,7 +161,7 @@ func (in *Inbox) Send(body []byte) string {
 		copies = 2
 	}
 	for range copies {
-		m := &message{id: id, body: slices.Clone(body), index: -1}
+		m := &message{id: id, body: string(body), index: -1}
 		in.enqueueLocked(m)
 		in.stored++
 		in.stats.Sent++
@@ -293,7 +293,7 @@ func (in *Inbox) deliverLocked(now time.Time) []inbox.Delivery {
 			in.stats.Redelivered++
 		}
 		m.receives++
-		ds = append(ds, inbox.Delivery{ID: m.id, Body: slices.Clone(m.body), Handle: m.handle, Receives: m.receives})
+		ds = append(ds, inbox.Delivery{ID: m.id, Body: m.body, Handle: m.handle, Receives: m.receives})
 	}
 	if in.head == len(in.visible) {
 		in.visible, in.head = in.visible[:0], 0
@@ -397,12 +397,7 @@ func (in *Inbox) issuedLocked(handle string) bool {
 func (in *Inbox) Dead() []inbox.Delivery {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	out := make([]inbox.Delivery, len(in.dead))
-	for i, d := range in.dead {
-		d.Body = slices.Clone(d.Body)
-		out[i] = d
-	}
-	return out
+	return slices.Clone(in.dead)
 }
 
 // Len is how many messages are neither acked nor dead-lettered (visible

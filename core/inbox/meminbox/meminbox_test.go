@@ -36,7 +36,7 @@ func receive(t *testing.T, in *Inbox) []inbox.Delivery {
 func bodies(ds []inbox.Delivery) []string {
 	out := make([]string, len(ds))
 	for i, d := range ds {
-		out[i] = string(d.Body)
+		out[i] = d.Body
 	}
 	return out
 }
@@ -128,7 +128,7 @@ func TestReceiveWaitsForASend(t *testing.T) {
 	in.Send([]byte("hello"))
 	select {
 	case ds := <-got:
-		if len(ds) != 1 || string(ds[0].Body) != "hello" {
+		if len(ds) != 1 || ds[0].Body != "hello" {
 			t.Fatalf("got %v", bodies(ds))
 		}
 	case <-time.After(5 * time.Second):
@@ -247,7 +247,7 @@ func TestRejectedMessageIsDeadLetteredAfterMaxReceives(t *testing.T) {
 		ds := receive(t, in)
 		var bad []inbox.Delivery
 		for _, d := range ds {
-			if string(d.Body) == "garbage" {
+			if d.Body == "garbage" {
 				if d.Receives != want {
 					t.Fatalf("receive count %d, want %d", d.Receives, want)
 				}
@@ -271,7 +271,7 @@ func TestRejectedMessageIsDeadLetteredAfterMaxReceives(t *testing.T) {
 		t.Fatalf("delivered %v after maxReceiveCount", bodies(ds))
 	}
 	dead := in.Dead()
-	if len(dead) != 1 || string(dead[0].Body) != "garbage" || dead[0].Receives != 3 {
+	if len(dead) != 1 || dead[0].Body != "garbage" || dead[0].Receives != 3 {
 		t.Fatalf("dead letters = %+v", dead)
 	}
 	if in.Len() != 0 || in.Stats().DeadLettered != 1 || in.Stats().Rejected != 3 {
@@ -340,17 +340,12 @@ func TestDuplicatesAndReorderAreRepeatable(t *testing.T) {
 	}
 }
 
-func TestDeliveredBodiesAreCopies(t *testing.T) {
+func TestSentBodiesAreCopies(t *testing.T) {
 	in := newInbox(t, Options{})
 	body := []byte("orig")
 	in.Send(body)
 	body[0] = 'X'
-	ds := receive(t, in)
-	ds[0].Body[1] = 'Y'
-	if err := in.Reject(context.Background(), ds); err != nil {
-		t.Fatal(err)
-	}
-	if got := string(receive(t, in)[0].Body); got != "orig" {
+	if got := receive(t, in)[0].Body; got != "orig" {
 		t.Fatalf("body %q: the inbox shares memory with its callers", got)
 	}
 }
@@ -404,7 +399,7 @@ func TestConcurrentReceiversSeeEachMessageOnce(t *testing.T) {
 				}
 				mu.Lock()
 				for _, d := range ds {
-					seen[string(d.Body)]++
+					seen[d.Body]++
 				}
 				mu.Unlock()
 				if err := in.Ack(ctx, ds); err != nil && ctx.Err() == nil {
