@@ -237,8 +237,8 @@ func (w *walker) digitRun() bool {
 // null consumes a null if one is next.
 func (w *walker) null() bool {
 	w.ws()
-	if w.pos < len(w.s) && w.s[w.pos] == 'n' && strings.HasPrefix(w.s[w.pos:], "null") {
-		w.pos += len("null")
+	if w.pos+4 <= len(w.s) && w.s[w.pos:w.pos+4] == "null" {
+		w.pos += 4
 		return true
 	}
 	return false
@@ -252,6 +252,9 @@ type fields struct {
 }
 
 func newFields(names ...string) *fields {
+	if len(names) > 32 {
+		panic("protocol: object tracks at most 32 fields") // seen is a uint32
+	}
 	fs := &fields{names: names}
 	for _, n := range names {
 		fs.keys = append(fs.keys, newKey(strconv.Quote(n)+":"))
@@ -316,14 +319,15 @@ func (w *walker) object(fs *fields, member func(field int) error) error {
 		return nil
 	}
 	var seen uint32
+	keys := fs.keys
 	f := -1
 	for {
 		// Workers send the fields in the order of the structs, with no
 		// space: first try whether this key and its colon are those of the
 		// field after the last.
-		if f+1 < len(fs.keys) && fs.keys[f+1].at(s, i) {
-			f++
-			i += len(fs.keys[f].text)
+		if next := f + 1; next < len(keys) && keys[next].at(s, i) {
+			f = next
+			i += len(keys[next].text)
 		} else {
 			w.pos = i
 			key, err := w.str()
@@ -338,10 +342,11 @@ func (w *walker) object(fs *fields, member func(field int) error) error {
 			}
 			i++
 		}
-		if seen&(1<<f) != 0 {
+		bit := uint32(1) << (uint(f) & 31) // an object has at most 32 fields
+		if seen&bit != 0 {
 			return dupErr(fs.names[f])
 		}
-		seen |= 1 << f
+		seen |= bit
 		w.pos = i
 		if err := member(f); err != nil {
 			return prefix(fs.names[f], err)
@@ -419,6 +424,14 @@ func match(names []string, key string, from int) int {
 // invalid UTF-8 is a substring of the body; the rare others are unquoted
 // by encoding/json, so they read as they always have.
 func (w *walker) str() (string, error) {
+	// Mostly a string is plain ASCII: its value is the body between its
+	// quotes.
+	if i := skipWS(w.s, w.pos); i < len(w.s) && w.s[i] == '"' {
+		if end, escaped, wide, ok := stringEnd(w.s, i+1); ok && !escaped && !wide {
+			w.pos = end
+			return w.s[i+1 : end-1], nil
+		}
+	}
 	s, k, plain := w.raw()
 	if k != '"' {
 		return "", errRejected
@@ -459,54 +472,70 @@ func (w *walker) number() (s string, ok bool, err error) {
 // exponent, the common case, without strconv; ok is false for anything
 // else, which is left unread.
 func (w *walker) digits() (n uint64, ok bool) {
-	w.ws()
-	s := w.s[w.pos:]
-	i := 0
+	s := w.s
+	start := skipWS(s, w.pos)
+	i := start
 	// Eight digits at a time while there are eight (a counter, a byte
 	// count and a watermark are 8 to 13 digits long), then one at a time.
-	for ; i <= 8 && len(s)-i >= 8; i += 8 {
-		v, all := eightDigits(s[i : i+8])
-		if !all {
+	// Past 19 digits n overflows, but such a number is refused below.
+	for i-start <= 8 && i+8 <= len(s) {
+		v := word(s, i)
+		if !eightDigits(v) {
 			break
 		}
-		n = n*1e8 + v
+		n = n*1e8 + eightValue(v)
+		i += 8
 	}
-	for ; i < len(s) && i < 19 && s[i]-'0' <= 9; i++ {
+	for i < len(s) && s[i]-'0' <= 9 {
 		n = n*10 + uint64(s[i]-'0')
+		i++
 	}
-	if i == 0 || i > 18 || (s[0] == '0' && i > 1) || (i < len(s) && numberByte[s[i]]) {
+	if d := i - start; d == 0 || d > 18 || (s[start] == '0' && d > 1) || (i < len(s) && numberByte[s[i]]) {
 		return 0, false
 	}
-	w.pos += i
+	w.pos = i
 	return n, true
 }
 
-// eightDigits reads s (8 bytes) as a decimal number if all of them are
-// digits: it loads them as one word, checks them together and combines
-// them in three multiplications (pairs, then fours, then the eight).
-func eightDigits(s string) (uint64, bool) {
-	v := word(s, 0)
-	// A digit's high nibble is 3, and stays 3 when 6 is added to it.
-	const hi, threes, sixes = 0xF0F0F0F0F0F0F0F0, 0x3030303030303030, 0x0606060606060606
-	if v&hi != threes || (v+sixes)&hi != threes {
-		return 0, false
-	}
-	v -= threes
+// Eight bytes loaded as one word (word) are checked together and, if all
+// are digits, combined in three multiplications: pairs, then fours, then
+// the eight. Both steps are small enough to be inlined.
+const (
+	highNibbles = 0xF0F0F0F0F0F0F0F0
+	zeros       = 0x3030303030303030 // "00000000"
+	sixes       = 0x0606060606060606
+)
+
+// eightDigits reports whether all eight bytes of v are digits: a digit's
+// high nibble is 3, and stays 3 when 6 is added to it.
+func eightDigits(v uint64) bool {
+	return v&highNibbles == zeros && (v+sixes)&highNibbles == zeros
+}
+
+// eightValue is the number eight digits loaded as v spell.
+func eightValue(v uint64) uint64 {
+	v -= zeros
 	v = v*10 + v>>8 // byte 2k holds the pair of digits 2k and 2k+1
 	const pairs = 0x000000FF000000FF
-	v = ((v&pairs)*(100+1000000<<32) + (v>>16&pairs)*(1+10000<<32)) >> 32
-	return v, true
+	return ((v&pairs)*(100+1000000<<32) + (v>>16&pairs)*(1+10000<<32)) >> 32
 }
 
 // numberByte marks the bytes that may go on a number.
 var numberByte = [256]bool{'0': true, '1': true, '2': true, '3': true, '4': true, '5': true, '6': true, '7': true,
 	'8': true, '9': true, '+': true, '-': true, '.': true, 'e': true, 'E': true}
 
+// The setters of numbers try the common form first; the rest of each is
+// a function of its own, so that the first step is inlined.
+
 func setInt[T int | int64](w *walker, dst *T) error {
 	if n, ok := w.digits(); ok {
 		*dst = T(n)
 		return nil
 	}
+	return setIntSlow(w, dst)
+}
+
+func setIntSlow[T int | int64](w *walker, dst *T) error {
 	s, ok, err := w.number()
 	if !ok {
 		return err
@@ -524,6 +553,10 @@ func setUint(w *walker, dst *uint64) error {
 		*dst = n
 		return nil
 	}
+	return setUintSlow(w, dst)
+}
+
+func setUintSlow(w *walker, dst *uint64) error {
 	s, ok, err := w.number()
 	if !ok {
 		return err
@@ -541,6 +574,10 @@ func setFloat(w *walker, dst *float64) error {
 		*dst = f
 		return nil
 	}
+	return setFloatSlow(w, dst)
+}
+
+func setFloatSlow(w *walker, dst *float64) error {
 	s, ok, err := w.number()
 	if !ok {
 		return err
@@ -713,6 +750,13 @@ func (w *walker) task(t *Task) error {
 // taskState stores a task's state, as the package's constant when it is
 // one: a job keeps its workers' task states, and a constant pins no body.
 func (w *walker) taskState(dst *TaskState) error {
+	for i, q := range quotedStates {
+		if strings.HasPrefix(w.s[w.pos:], q) {
+			*dst = TaskStates[i]
+			w.pos += len(q)
+			return nil
+		}
+	}
 	if err := setStr(w, dst); err != nil {
 		return err
 	}
@@ -723,6 +767,15 @@ func (w *walker) taskState(dst *TaskState) error {
 	}
 	return nil
 }
+
+// quotedStates are the task states as workers send them.
+var quotedStates = func() []string {
+	q := make([]string, len(TaskStates))
+	for i, s := range TaskStates {
+		q[i] = strconv.Quote(string(s))
+	}
+	return q
+}()
 
 var heartbeatKeys = newFields("metrics")
 
