@@ -20,15 +20,24 @@ import (
 //
 // Decode accepts exactly what encoding/json with DisallowUnknownFields
 // accepted (RFC 8259 syntax with invalid UTF-8 let through; keys matched
-// exactly, else ignoring case; null leaves a field as it is; numbers parsed
-// by strconv as encoding/json does; strings with escapes or invalid UTF-8
-// unquoted by encoding/json itself), except that a field named twice in one
-// object is refused: encoding/json kept the last one and merged repeated
-// objects, which no worker that means one value needs. The differential
-// fuzz test (FuzzDecodeMatchesReference) holds the two decoders to this.
+// exactly, else ignoring case; null leaves a field as it is; numbers read
+// to the values strconv gives, as encoding/json does; strings with escapes
+// or invalid UTF-8 unquoted by encoding/json itself), except that a field
+// named twice in one object is refused: encoding/json kept the last one
+// and merged repeated objects, which no worker that means one value needs.
+// The differential fuzz test (FuzzDecodeMatchesReference) holds the two
+// decoders to this.
 //
 // When the walk refuses a body, explain runs encoding/json on it to say
 // why, so the error paths and messages are those of the old decoder.
+//
+// The walk is fastest on what the worker SDK sends (Encode: compact, the
+// fields in the order of the structs): each key is first compared, with
+// its colon, as two words against the field after the last; integers are
+// read eight digits at a time; a fraction of at most 15 digits is one
+// exact division; a plain string is taken in place. Anything else takes
+// the general path, to the same result (decode_test.go holds each
+// shortcut to the reference decoder at its edges).
 
 // errRejected marks a body the walk refused; explain says why.
 var errRejected = errors.New("envelope rejected")
@@ -264,7 +273,8 @@ func newFields(names ...string) *fields {
 
 // key is a field's key as workers send it, with its first sixteen bytes as
 // two words (and masks for a shorter key), so that most keys are matched
-// by two comparisons rather than a call to compare memory.
+// by two comparisons of words (in object) rather than a call to compare
+// memory.
 type key struct {
 	text           string
 	lo, hi         uint64
@@ -282,14 +292,6 @@ func newKey(text string) key {
 	k.lo, k.hi = word(string(b[:]), 0), word(string(b[:]), 8)
 	k.loMask, k.hiMask = word(string(ones[:]), 0), word(string(ones[:]), 8)
 	return k
-}
-
-// at reports whether s holds the key at i.
-func (k *key) at(s string, i int) bool {
-	if len(k.text) <= 16 && len(s)-i >= 16 {
-		return word(s, i)&k.loMask == k.lo && word(s, i+8)&k.hiMask == k.hi
-	}
-	return strings.HasPrefix(s[i:], k.text)
 }
 
 // word is the eight bytes of s from i as one little-endian word (one load).
@@ -324,8 +326,18 @@ func (w *walker) object(fs *fields, member func(field int) error) error {
 	for {
 		// Workers send the fields in the order of the structs, with no
 		// space: first try whether this key and its colon are those of the
-		// field after the last.
-		if next := f + 1; next < len(keys) && keys[next].at(s, i) {
+		// field after the last. (Compared here, not in a method: a call
+		// per field costs as much as the comparison.)
+		next, hit := f+1, false
+		if next < len(keys) {
+			k := &keys[next]
+			if len(k.text) <= 16 && i+16 <= len(s) {
+				hit = word(s, i)&k.loMask == k.lo && word(s, i+8)&k.hiMask == k.hi
+			} else {
+				hit = strings.HasPrefix(s[i:], k.text)
+			}
+		}
+		if hit {
 			f = next
 			i += len(keys[next].text)
 		} else {
@@ -446,8 +458,16 @@ func (w *walker) str() (string, error) {
 	return out, nil
 }
 
-// setStr stores a string field; null leaves it as it is.
+// setStr stores a string field; null leaves it as it is. A plain string's
+// value is taken here, without the call to str.
 func setStr[T ~string](w *walker, dst *T) error {
+	if i := skipWS(w.s, w.pos); i < len(w.s) && w.s[i] == '"' {
+		if end, escaped, wide, ok := stringEnd(w.s, i+1); ok && !escaped && !wide {
+			w.pos = end
+			*dst = T(w.s[i+1 : end-1])
+			return nil
+		}
+	}
 	if w.null() {
 		return nil
 	}
@@ -466,35 +486,6 @@ func (w *walker) number() (s string, ok bool, err error) {
 		return s, true, nil
 	}
 	return "", false, errRejected
-}
-
-// digits reads a number of at most 18 digits with no sign, fraction or
-// exponent, the common case, without strconv; ok is false for anything
-// else, which is left unread.
-func (w *walker) digits() (n uint64, ok bool) {
-	s := w.s
-	start := skipWS(s, w.pos)
-	i := start
-	// Eight digits at a time while there are eight (a counter, a byte
-	// count and a watermark are 8 to 13 digits long), then one at a time.
-	// Past 19 digits n overflows, but such a number is refused below.
-	for i-start <= 8 && i+8 <= len(s) {
-		v := word(s, i)
-		if !eightDigits(v) {
-			break
-		}
-		n = n*1e8 + eightValue(v)
-		i += 8
-	}
-	for i < len(s) && s[i]-'0' <= 9 {
-		n = n*10 + uint64(s[i]-'0')
-		i++
-	}
-	if d := i - start; d == 0 || d > 18 || (s[start] == '0' && d > 1) || (i < len(s) && numberByte[s[i]]) {
-		return 0, false
-	}
-	w.pos = i
-	return n, true
 }
 
 // Eight bytes loaded as one word (word) are checked together and, if all
@@ -524,21 +515,51 @@ func eightValue(v uint64) uint64 {
 var numberByte = [256]bool{'0': true, '1': true, '2': true, '3': true, '4': true, '5': true, '6': true, '7': true,
 	'8': true, '9': true, '+': true, '-': true, '.': true, 'e': true, 'E': true}
 
-// The setters of numbers try the common form first; the rest of each is
-// a function of its own, so that the first step is inlined.
-
-func setInt[T int | int64](w *walker, dst *T) error {
-	if n, ok := w.digits(); ok {
-		*dst = T(n)
-		return nil
+// setInteger stores an integer field. Mostly it is at most 18 digits with
+// no sign, fraction or exponent (a counter, a byte count and a watermark
+// are 8 to 13 digits long), read here eight digits at a time while there
+// are eight, then one at a time; anything else is left to strconv
+// (setIntegerSlow). Past 19 digits n overflows, but such a number is not
+// taken here. The walk is in the setter itself: a call more per number
+// costs more than the digits.
+func setInteger[T int | int64 | uint64](w *walker, dst *T) error {
+	s := w.s
+	start := skipWS(s, w.pos)
+	i := start
+	var n uint64
+	for i-start <= 8 && i+8 <= len(s) {
+		v := word(s, i)
+		if !eightDigits(v) {
+			break
+		}
+		n = n*1e8 + eightValue(v)
+		i += 8
 	}
-	return setIntSlow(w, dst)
+	for i < len(s) && s[i]-'0' <= 9 {
+		n = n*10 + uint64(s[i]-'0')
+		i++
+	}
+	if d := i - start; d == 0 || d > 18 || (s[start] == '0' && d > 1) || (i < len(s) && numberByte[s[i]]) {
+		return setIntegerSlow(w, dst)
+	}
+	w.pos = i
+	*dst = T(n)
+	return nil
 }
 
-func setIntSlow[T int | int64](w *walker, dst *T) error {
+// setIntegerSlow stores an integer field by strconv, as encoding/json did.
+func setIntegerSlow[T int | int64 | uint64](w *walker, dst *T) error {
 	s, ok, err := w.number()
 	if !ok {
 		return err
+	}
+	if p, unsigned := any(dst).(*uint64); unsigned {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return errRejected
+		}
+		*p = n
+		return nil
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
@@ -548,26 +569,8 @@ func setIntSlow[T int | int64](w *walker, dst *T) error {
 	return nil
 }
 
-func setUint(w *walker, dst *uint64) error {
-	if n, ok := w.digits(); ok {
-		*dst = n
-		return nil
-	}
-	return setUintSlow(w, dst)
-}
-
-func setUintSlow(w *walker, dst *uint64) error {
-	s, ok, err := w.number()
-	if !ok {
-		return err
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return errRejected
-	}
-	*dst = n
-	return nil
-}
+// The setter of fractions tries the common form first; the rest is a
+// function of its own.
 
 func setFloat(w *walker, dst *float64) error {
 	if f, ok := w.decimal(); ok {
@@ -661,19 +664,19 @@ func (w *walker) envelope(e *Envelope) error {
 	return w.object(envelopeKeys, func(f int) error {
 		switch f {
 		case 0:
-			return setInt(w, &e.V)
+			return setInteger(w, &e.V)
 		case 1:
 			return setStr(w, &e.JobID)
 		case 2:
-			return setInt(w, &e.RunID)
+			return setInteger(w, &e.RunID)
 		case 3:
 			return setStr(w, &e.WorkerID)
 		case 4:
-			return setUint(w, &e.Seq)
+			return setInteger(w, &e.Seq)
 		case 5:
 			return setTime(w, &e.SentAt)
 		case 6:
-			return setInt(w, &e.Slots)
+			return setInteger(w, &e.Slots)
 		case 7:
 			return w.taskList(e)
 		case 8:
@@ -714,29 +717,29 @@ func (w *walker) task(t *Task) error {
 		case 0:
 			return setStr(w, &t.Operator)
 		case 1:
-			return setInt(w, &t.Subtask)
+			return setInteger(w, &t.Subtask)
 		case 2:
 			return w.taskState(&t.State)
 		case 3:
-			return setUint(w, &t.RecordsIn)
+			return setInteger(w, &t.RecordsIn)
 		case 4:
-			return setUint(w, &t.RecordsOut)
+			return setInteger(w, &t.RecordsOut)
 		case 5:
-			return setUint(w, &t.BytesIn)
+			return setInteger(w, &t.BytesIn)
 		case 6:
-			return setUint(w, &t.BytesOut)
+			return setInteger(w, &t.BytesOut)
 		case 7:
 			return setFloat(w, &t.Backpressure)
 		case 8:
-			return setInt(w, &t.WatermarkMs)
+			return setInteger(w, &t.WatermarkMs)
 		case 9:
-			return setInt(w, &t.Checkpointed)
+			return setInteger(w, &t.Checkpointed)
 		case 10:
-			return setInt(w, &t.CheckpointBytes)
+			return setInteger(w, &t.CheckpointBytes)
 		case 11:
 			return setStr(w, &t.CheckpointMetadata)
 		case 12:
-			return setInt(w, &t.Committed)
+			return setInteger(w, &t.Committed)
 		case 13:
 			return setStr(w, &t.Error)
 		case 14:
@@ -800,19 +803,19 @@ func (w *walker) taskMetrics(m *TaskMetrics) error {
 		case 0:
 			return setStr(w, &m.Operator)
 		case 1:
-			return setInt(w, &m.Subtask)
+			return setInteger(w, &m.Subtask)
 		case 2:
-			return setUint(w, &m.RecordsIn)
+			return setInteger(w, &m.RecordsIn)
 		case 3:
-			return setUint(w, &m.RecordsOut)
+			return setInteger(w, &m.RecordsOut)
 		case 4:
-			return setUint(w, &m.BytesIn)
+			return setInteger(w, &m.BytesIn)
 		case 5:
-			return setUint(w, &m.BytesOut)
+			return setInteger(w, &m.BytesOut)
 		case 6:
 			return setFloat(w, &m.Backpressure)
 		default:
-			return setInt(w, &m.WatermarkMs)
+			return setInteger(w, &m.WatermarkMs)
 		}
 	})
 }
@@ -827,11 +830,11 @@ func (w *walker) event(ev *Event) error {
 		case 1:
 			return setStr(w, &ev.Operator)
 		case 2:
-			return setInt(w, &ev.Subtask)
+			return setInteger(w, &ev.Subtask)
 		case 3:
-			return setInt(w, &ev.Epoch)
+			return setInteger(w, &ev.Epoch)
 		case 4:
-			return setInt(w, &ev.Slots)
+			return setInteger(w, &ev.Slots)
 		case 5:
 			return setStr(w, &ev.Error)
 		case 6:
@@ -841,7 +844,7 @@ func (w *walker) event(ev *Event) error {
 		case 8:
 			return setStr(w, &ev.Phase)
 		case 9:
-			return setInt(w, &ev.Bytes)
+			return setInteger(w, &ev.Bytes)
 		default:
 			return setStr(w, &ev.Metadata)
 		}

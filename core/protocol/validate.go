@@ -269,10 +269,13 @@ func (h *Heartbeat) validate() error {
 // costs less than a map.
 func repeated[T any](xs []T, key func(*T) subtaskKey) (i, j int, dup bool) {
 	if len(xs) <= 32 {
+		var keys [32]subtaskKey
 		for j := range xs {
-			kj := key(&xs[j])
+			keys[j] = key(&xs[j])
 			for i := range j {
-				if key(&xs[i]) == kj {
+				// The subtask first: mostly it differs, and the operator's
+				// name costs a comparison of memory.
+				if keys[i].subtask == keys[j].subtask && keys[i].op == keys[j].op {
 					return i, j, true
 				}
 			}
