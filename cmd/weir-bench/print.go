@@ -26,7 +26,8 @@ func printReport(w io.Writer, r *Report) {
 		}
 	}
 	if r.DecodeNs > 0 {
-		fmt.Fprintf(w, "\ndecode: %.0f ns and %d allocations per %d-byte heartbeat envelope\n", r.DecodeNs, r.DecodeAllocs, r.DecodeBytes)
+		fmt.Fprintf(w, "\ndecode: %.0f ns (median of %d runs, %.0f to %.0f) and %d allocations per %d-byte heartbeat envelope on one core; %.0f ns per envelope on all %d\n",
+			r.DecodeNs, decodeRuns, r.DecodeNsMin, r.DecodeNsMax, r.DecodeAllocs, r.DecodeBytes, r.DecodeParallelNs, r.CPUs)
 	}
 	if r.TakeoverJobs > 0 {
 		fmt.Fprintf(w, "take-over: %d jobs (%d checkpoints each) adopted in %.2f s using %.2f CPU s, %.2f store requests per job (%.0f ms per request, at most %d in flight)\n",
