@@ -51,6 +51,10 @@ func TestHealthSummaryIsWrittenWithTheStatus(t *testing.T) {
 	cfg := testConfig()
 	cfg.CheckpointInterval = time.Hour // no epoch moves the status here
 	h := newHarness(t, cfg)
+	// The job's phase is zero: the first summary 10 s in, the periodic
+	// step a whole log interval after entering Running.
+	h.deps.Rand = func() float64 { return 0 }
+	h.m = NewMachine(h.deps, cfg, job.Status{})
 	h.start()
 	h.bringUp()
 	ws := h.workers()

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -920,11 +921,63 @@ func TestRunningLogsJobRunningPeriodically(t *testing.T) {
 			h.answerCheckpoint()
 		}
 	}
-	if got := logs.count("job_running"); got != 2 {
-		t.Fatalf("%d job_running events in 150 s, want 2 (every 60 s)", got)
+	// Every 60 s, at the harness's phase of one half: 30, 90 and 150 s in.
+	if got := logs.count("job_running"); got != 3 {
+		t.Fatalf("%d job_running events in 150 s, want 3 (every 60 s from 30 s in)", got)
 	}
 	if got := logs.count("state transition"); got != 2 {
 		t.Fatalf("transitions logged: %d, want 2 (Created → Scheduling → Running)", got)
+	}
+}
+
+// Each job takes its periodic step at a phase of its own, so that jobs
+// entering Running together (all of them, at a take-over) do not log and
+// write their statuses in the same instant every interval: the first
+// job_running of a job with phase p comes (1-p) intervals into Running,
+// the next a whole interval later.
+func TestRunningPeriodicStepTakesTheJobsPhase(t *testing.T) {
+	for _, c := range []struct {
+		phase float64
+		first time.Duration
+	}{{0, 60 * time.Second}, {0.25, 45 * time.Second}, {0.75, 15 * time.Second}} {
+		t.Run(fmt.Sprint(c.phase), func(t *testing.T) {
+			h := newHarness(t, testConfig())
+			logs := &records{}
+			h.deps.Log = slog.New(logs)
+			h.deps.Rand = func() float64 { return c.phase }
+			h.m = NewMachine(h.deps, h.m.Context().Config, job.Status{})
+			h.start()
+			h.bringUp()
+			in := time.Duration(0)
+			step := func(d time.Duration) {
+				for end := in + d; in < end; in += time.Second {
+					if in%(5*time.Second) == 0 {
+						h.heartbeats()
+					}
+					h.advance(time.Second)
+					if c := h.commands(); c.Checkpoint != nil && c.Checkpoint.Epoch > h.lastEp {
+						h.lastEp = c.Checkpoint.Epoch
+						h.answerCheckpoint()
+					}
+				}
+			}
+			step(c.first - time.Second)
+			if got := logs.count("job_running"); got != 0 {
+				t.Fatalf("%d job_running events %s into Running, want none before %s", got, in, c.first)
+			}
+			step(time.Second)
+			if got := logs.count("job_running"); got != 1 {
+				t.Fatalf("%d job_running events %s into Running, want 1", got, in)
+			}
+			step(time.Minute - time.Second)
+			if got := logs.count("job_running"); got != 1 {
+				t.Fatalf("%d job_running events %s into Running, want still 1", got, in)
+			}
+			step(time.Second)
+			if got := logs.count("job_running"); got != 2 {
+				t.Fatalf("%d job_running events %s into Running, want 2", got, in)
+			}
+		})
 	}
 }
 

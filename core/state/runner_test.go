@@ -193,7 +193,23 @@ func TestRunnerReportsHowLateEachTickRan(t *testing.T) {
 	if d := next(); d != 50*time.Millisecond {
 		t.Fatalf("first tick reported %s late, want 50ms", d)
 	}
-	h.clk.Advance(150 * time.Millisecond)
+	// The runner arms its timer for the next tick on the grid of the first
+	// deadline: the next grid point, or a later one while the job is quiet
+	// (ticks lapse). Run it exactly then: it is not late.
+	var at time.Time
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if d, ok := h.clk.NextDeadline(); ok && d.After(h.clk.Now()) {
+			at = d
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the runner never armed its timer for the second tick")
+		}
+	}
+	if off := at.Sub(t0.Add(200*time.Millisecond)) % (200 * time.Millisecond); off != 0 {
+		t.Fatalf("second tick armed for %s, %s off the grid of the first deadline", at, off)
+	}
+	h.clk.Set(at)
 	if d := next(); d != 0 {
 		t.Fatalf("second tick reported %s late, want 0 (the cadence is kept from the first deadline)", d)
 	}

@@ -23,8 +23,9 @@ type Running struct {
 	firstHealth time.Time
 }
 
-// firstHealthAfter is how long into Running the first summary is checked:
-// the metrics have aggregated rates by then (every 2 s by default).
+// firstHealthAfter is how long into Running the first summary is checked
+// at the earliest (at most twice that, by the job's phase): the metrics
+// have aggregated rates by then (every 2 s by default).
 const firstHealthAfter = 10 * time.Second
 
 // syncEpochs copies the controller's checkpoint progress into the status.
@@ -63,9 +64,17 @@ func rateMoved(a, b float64) bool {
 }
 
 func (r *Running) Enter(_ context.Context, c *Context) (Transition, error) {
-	r.lastLog = c.Now()
+	// Each job takes its periodic step (the job_running line and the
+	// status write it may bring) and its first health summary at a phase
+	// of its own. Jobs entering Running together (all of them, when a new
+	// leader adopts them) would otherwise write their statuses in the same
+	// instant every interval: a burst the store answers slowly to every
+	// other write, a failure's Recovering among them.
+	now, phase := c.Now(), c.random()
+	r.lastLog = now.Add(-time.Duration(phase * float64(c.Settings.LogInterval)))
 	r.loggedEpoch = c.Status.LastReadyEpoch
-	r.firstHealth = c.Now().Add(min(firstHealthAfter, c.Settings.LogInterval))
+	first := min(firstHealthAfter, c.Settings.LogInterval)
+	r.firstHealth = now.Add(first + time.Duration(phase*float64(first)))
 	return stay()
 }
 
