@@ -458,16 +458,8 @@ func (w *walker) str() (string, error) {
 	return out, nil
 }
 
-// setStr stores a string field; null leaves it as it is. A plain string's
-// value is taken here, without the call to str.
+// setStr stores a string field; null leaves it as it is.
 func setStr[T ~string](w *walker, dst *T) error {
-	if i := skipWS(w.s, w.pos); i < len(w.s) && w.s[i] == '"' {
-		if end, escaped, wide, ok := stringEnd(w.s, i+1); ok && !escaped && !wide {
-			w.pos = end
-			*dst = T(w.s[i+1 : end-1])
-			return nil
-		}
-	}
 	if w.null() {
 		return nil
 	}
@@ -569,18 +561,11 @@ func setIntegerSlow[T int | int64 | uint64](w *walker, dst *T) error {
 	return nil
 }
 
-// The setter of fractions tries the common form first; the rest is a
-// function of its own.
-
 func setFloat(w *walker, dst *float64) error {
 	if f, ok := w.decimal(); ok {
 		*dst = f
 		return nil
 	}
-	return setFloatSlow(w, dst)
-}
-
-func setFloatSlow(w *walker, dst *float64) error {
 	s, ok, err := w.number()
 	if !ok {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/weirstream/weir/core/controller"
@@ -62,6 +63,9 @@ func NewMachine(d Deps, cfg job.Config, st job.Status) *Machine {
 	}
 	if st.State == "" {
 		st.State = job.Created
+	}
+	if d.Rand == nil {
+		d.Rand = rand.Float64
 	}
 	c := &Context{Deps: d, Config: cfg, Status: st}
 	return &Machine{c: c}

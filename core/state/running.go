@@ -70,7 +70,7 @@ func (r *Running) Enter(_ context.Context, c *Context) (Transition, error) {
 	// leader adopts them) would otherwise write their statuses in the same
 	// instant every interval: a burst the store answers slowly to every
 	// other write, a failure's Recovering among them.
-	now, phase := c.Now(), c.random()
+	now, phase := c.Now(), c.Rand()
 	r.lastLog = now.Add(-time.Duration(phase * float64(c.Settings.LogInterval)))
 	r.loggedEpoch = c.Status.LastReadyEpoch
 	first := min(firstHealthAfter, c.Settings.LogInterval)

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/weirstream/weir/core/clock"
@@ -101,14 +100,6 @@ type Context struct {
 
 // Now is the clock's time.
 func (c *Context) Now() time.Time { return c.Clock.Now() }
-
-// random is a number in [0, 1) for jitter.
-func (c *Context) random() float64 {
-	if c.Rand == nil {
-		return rand.Float64()
-	}
-	return c.Rand()
-}
 
 // MarkDirty asks the Machine to persist the status after this handler.
 func (c *Context) MarkDirty() { c.dirty = true }
